@@ -1,0 +1,83 @@
+import ArgumentParser
+import EaselCore
+import EaselHTTP
+import EaselRunners
+import Foundation
+import Hummingbird
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct EaselCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "easel",
+        abstract: "A Stable Diffusion server: models load once, images come over HTTP.",
+        discussion: """
+            Every option of serve and setup can also be set in the environment as EASEL_<OPTION> \
+            (EASEL_MAX_STEPS=50) or in the JSON file named by --config ({"max_steps": 50}). \
+            A flag beats the environment, which beats the file.
+            """,
+        version: EaselVersion.current,
+        subcommands: [Serve.self, Setup.self]
+    )
+
+    /// Reads the environment and the config file into flags before parsing, so that one
+    /// parser checks every source of settings.
+    static func main() async {
+        // A runner that dies mid-write must cost one request, not the server.
+        signal(SIGPIPE, SIG_IGN)
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            if let subcommand = arguments.first, [Serve._commandName, Setup._commandName].contains(subcommand) {
+                arguments = [subcommand] + (try SettingsSources.expand(Array(arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
+            }
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+func makeLogger(_ settings: Settings) -> Logger {
+    var logger = Logger(label: "easel")
+    logger.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
+    return logger
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start the HTTP server.")
+
+    @OptionGroup var settings: Settings
+
+    func run() async throws {
+        let logger = makeLogger(settings)
+        let engine = Engine(settings: settings, logger: logger)
+        let app = buildApplication(settings: settings, engine: engine, logger: logger)
+        try await app.runService()
+    }
+}
+
+struct Setup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create the runner environment (and the demo model when the models folder is empty) ahead of time."
+    )
+
+    @OptionGroup var settings: Settings
+
+    func run() async throws {
+        let logger = makeLogger(settings)
+        let environment = RunnerEnvironment(settings: settings, logger: logger)
+        _ = try await environment.prepare()
+        print("runner environment ready in \(settings.runnerVenvURL.path)")
+    }
+}

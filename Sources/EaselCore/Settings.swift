@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+
+/// Every server setting, declared once. Each property is a command-line flag
+/// (`--max-steps`), an environment variable (`EASEL_MAX_STEPS`) and a key of the JSON
+/// config file (`max_steps`); a flag beats the environment, which beats the file, which
+/// beats the default. ``SettingsSources`` turns the other two sources into flags.
+public struct Settings: ParsableArguments, Sendable {
+    @Option(help: "JSON config file whose keys are these option names in snake_case.")
+    public var config: String?
+
+    @Option(help: "Address to listen on. Use 0.0.0.0 to accept other machines.")
+    public var host = "127.0.0.1"
+
+    @Option(help: "TCP port; 7860 is AUTOMATIC1111's, so its clients connect unchanged.")
+    public var port = 7860
+
+    @Option(help: "Folder scanned for models (diffusers folders, .safetensors, .ckpt).")
+    public var modelsDir = "./models"
+
+    @Option(help: "Folder for Easel's own state: the runner virtualenv, jobs and images.")
+    public var dataDir = "./.easel"
+
+    @Option(help: "Model used when a request names none; the first model found when unset.")
+    public var defaultModel: String?
+
+    @Flag(inversion: .prefixedNo, help: "Load the default model at start-up.")
+    public var preload = true
+
+    @Flag(inversion: .prefixedNo, help: "Create a tiny random-weight demo model when the models folder is empty.")
+    public var demoModel = true
+
+    @Option(help: "Largest width in pixels.")
+    public var maxWidth = 2048
+
+    @Option(help: "Largest height in pixels.")
+    public var maxHeight = 2048
+
+    @Option(help: "Largest width × height of one image.")
+    public var maxPixels = 2048 * 2048
+
+    @Option(help: "Largest number of denoising steps.")
+    public var maxSteps = 150
+
+    @Option(help: "Largest number of images in one request.")
+    public var maxBatch = 8
+
+    @Option(help: "Longest prompt or negative prompt, in characters.")
+    public var maxPromptLength = 4000
+
+    @Option(help: "Largest request body, in bytes.")
+    public var maxBodyBytes = 16 * 1024 * 1024
+
+    @Option(help: "Python interpreter used to create the runner virtualenv.")
+    public var python = "python3"
+
+    @Option(help: "Runner virtualenv folder (default: <data-dir>/runner-venv).")
+    public var runnerVenv: String?
+
+    @Option(help: "Folder holding the runner's Python package (default: found beside the executable or in the working folder).")
+    public var runnerSource: String?
+
+    @Option(help: "Device for the engines: auto (CUDA when present), cpu or cuda.")
+    public var device = "auto"
+
+    @Option(help: "CPU threads per runner; 0 uses every core.")
+    public var runnerThreads = 0
+
+    @Option(help: "Seconds a runner may leave a heartbeat unanswered before it is killed.")
+    public var runnerHeartbeatTimeout = 60.0
+
+    @Option(help: "Seconds a runner may take to start and load a model.")
+    public var runnerLoadTimeout = 900.0
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    public var logLevel = "info"
+
+    public init() {}
+
+    public func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be 1-65535") }
+        guard ["auto", "cpu", "cuda"].contains(device) else {
+            throw ValidationError("--device must be auto, cpu or cuda")
+        }
+        let positive: [(String, Int)] = [
+            ("--max-width", maxWidth), ("--max-height", maxHeight), ("--max-pixels", maxPixels),
+            ("--max-steps", maxSteps), ("--max-batch", maxBatch),
+            ("--max-prompt-length", maxPromptLength), ("--max-body-bytes", maxBodyBytes),
+        ]
+        for (flag, value) in positive where value < 1 {
+            throw ValidationError("\(flag) must be at least 1")
+        }
+        guard runnerThreads >= 0 else { throw ValidationError("--runner-threads must be 0 or more") }
+        guard runnerHeartbeatTimeout > 0, runnerLoadTimeout > 0 else {
+            throw ValidationError("runner timeouts must be positive")
+        }
+    }
+
+    public var limits: Limits {
+        Limits(
+            maxWidth: maxWidth, maxHeight: maxHeight, maxPixels: maxPixels, maxSteps: maxSteps,
+            maxBatch: maxBatch, maxPromptLength: maxPromptLength
+        )
+    }
+
+    public var modelsURL: URL { URL(fileURLWithPath: modelsDir).standardizedFileURL }
+    public var dataURL: URL { URL(fileURLWithPath: dataDir).standardizedFileURL }
+    public var runnerVenvURL: URL {
+        runnerVenv.map { URL(fileURLWithPath: $0).standardizedFileURL }
+            ?? dataURL.appendingPathComponent("runner-venv")
+    }
+}
+
+/// The limits a generation request is validated against.
+public struct Limits: Sendable, Equatable {
+    public var maxWidth: Int
+    public var maxHeight: Int
+    public var maxPixels: Int
+    public var maxSteps: Int
+    public var maxBatch: Int
+    public var maxPromptLength: Int
+
+    public init(maxWidth: Int, maxHeight: Int, maxPixels: Int, maxSteps: Int, maxBatch: Int, maxPromptLength: Int) {
+        self.maxWidth = maxWidth
+        self.maxHeight = maxHeight
+        self.maxPixels = maxPixels
+        self.maxSteps = maxSteps
+        self.maxBatch = maxBatch
+        self.maxPromptLength = maxPromptLength
+    }
+}

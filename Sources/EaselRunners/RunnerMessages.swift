@@ -1,0 +1,132 @@
+import EaselCore
+import Foundation
+
+/// The messages of docs/runner-protocol.md, as Swift values.
+enum RunnerRequest {
+    struct Load: Encodable {
+        struct Model: Encodable {
+            let id: String
+            let path: String
+            let format: String
+            let architecture: String?
+            let configDir: String?
+        }
+
+        let type = "load"
+        let id: String
+        let model: Model
+        let device: String
+        let dtype: String
+        let threads: Int
+    }
+
+    struct Generate: Encodable {
+        let type = "generate"
+        let id: String
+        let prompt: String
+        let negativePrompt: String
+        let width: Int
+        let height: Int
+        let steps: Int
+        let cfgScale: Double
+        let sampler: String
+        let seeds: [UInt64]
+        let outputFormat: String
+        let quality: Int
+        let infotexts: [String]
+    }
+
+    struct Control: Encodable {
+        let type: String
+        let id: String?
+    }
+}
+
+/// Everything a runner can send.
+enum RunnerEvent: Sendable {
+    case hello(RunnerHello)
+    case loaded(LoadedModel)
+    case progress(id: String, step: Int, total: Int)
+    case result(id: String, GenerationResult)
+    case failure(id: String?, code: String, message: String)
+    case pong(id: String)
+    case bye
+
+    private struct Envelope: Decodable {
+        let type: String
+        let id: String?
+    }
+
+    private struct Progress: Decodable {
+        let step: Int
+        let total: Int
+    }
+
+    private struct Failure: Decodable {
+        let code: String
+        let message: String
+    }
+
+    static func decode(_ payload: Data) throws -> RunnerEvent {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let envelope = try decoder.decode(Envelope.self, from: payload)
+        func requireID() throws -> String {
+            guard let id = envelope.id else { throw Frame.Malformed(description: "'\(envelope.type)' without an id") }
+            return id
+        }
+        switch envelope.type {
+        case "hello": return .hello(try decoder.decode(RunnerHello.self, from: payload))
+        case "loaded": return .loaded(try decoder.decode(LoadedModel.self, from: payload))
+        case "progress":
+            let progress = try decoder.decode(Progress.self, from: payload)
+            return .progress(id: try requireID(), step: progress.step, total: progress.total)
+        case "result": return .result(id: try requireID(), try decoder.decode(GenerationResult.self, from: payload))
+        case "error":
+            let failure = try decoder.decode(Failure.self, from: payload)
+            return .failure(id: envelope.id, code: failure.code, message: failure.message)
+        case "pong": return .pong(id: try requireID())
+        case "bye": return .bye
+        default: throw Frame.Malformed(description: "unknown message type '\(envelope.type)'")
+        }
+    }
+}
+
+/// The runner's greeting: what it is and what it can do.
+public struct RunnerHello: Decodable, Sendable, Equatable {
+    public let `protocol`: Int
+    public let runnerVersion: String
+    public let pid: Int32
+    public let engines: [String]
+    public let device: String
+    public let deviceName: String?
+    public let torchVersion: String?
+    public let samplers: [String]
+}
+
+/// A runner's answer to `load`.
+public struct LoadedModel: Decodable, Sendable, Equatable {
+    public let id: String
+    public let modelId: String
+    public let architecture: String?
+    public let device: String
+    public let dtype: String
+    public let loadSeconds: Double
+    public let loadCount: Int
+    public let memoryBytes: Int64
+}
+
+/// A runner's answer to `generate`.
+public struct GenerationResult: Decodable, Sendable {
+    public struct Image: Decodable, Sendable {
+        public let seed: UInt64
+        public let format: ImageFormat
+        public let width: Int
+        public let height: Int
+        /// The encoded image (base64 on the wire).
+        public let data: Data
+    }
+
+    public let engineSeconds: Double
+    public let images: [Image]
+}

@@ -1,0 +1,63 @@
+"""`python -m easel_runner`: serves the runner protocol on stdin/stdout."""
+
+import os
+import sys
+import traceback
+
+from . import PROTOCOL_VERSION, __version__
+from .errors import RunnerError
+from .protocol import Connection
+
+
+def main():
+    # Before the heavy imports, so that anything they print goes to stderr.
+    connection = Connection.from_stdio()
+    from . import engine, messages, samplers
+
+    diffusers_engine = engine.DiffusersEngine()
+
+    def handle(job):
+        if job.message["type"] == "load":
+            return {"type": "loaded", "id": job.id, **diffusers_engine.load(messages.parse_load(job.message))}
+        request = messages.parse_generate(job.message, samplers.available())
+        images, seconds = diffusers_engine.generate(
+            request,
+            lambda step, total: connection.send({"type": "progress", "id": job.id, "step": step, "total": total}),
+            job.cancelled)
+        return {"type": "result", "id": job.id, "engine_seconds": seconds, "images": images}
+
+    connection.send({"type": "hello", "protocol": PROTOCOL_VERSION, "runner_version": __version__,
+                     "pid": os.getpid(), **engine.describe()})
+    connection.start_reader()
+    while True:
+        job = connection.next_job()
+        if job.message["type"] == "shutdown":
+            connection.send({"type": "bye"})
+            _log("shutdown")
+            os._exit(0)
+        try:
+            reply = handle(job)
+        except RunnerError as exc:
+            reply = {"type": "error", "id": job.id, "code": exc.code, "message": exc.message}
+        except Exception as exc:  # a bug must cost one request, not the runner
+            traceback.print_exc(file=sys.stderr)
+            reply = {"type": "error", "id": job.id, "code": "engine_error", "message": f"{type(exc).__name__}: {exc}"}
+        _log(_summary(reply))
+        connection.complete(job, reply)
+
+
+def _summary(reply):
+    if reply["type"] == "loaded":
+        return (f"{reply['id']}: loaded {reply['model_id']} ({reply['architecture']}, {reply['device']}, "
+                f"{reply['dtype']}) in {reply['load_seconds']} s")
+    if reply["type"] == "result":
+        return f"{reply['id']}: {len(reply['images'])} image(s) in {reply['engine_seconds']} s"
+    return f"{reply['id']}: {reply['code']}: {reply['message']}"
+
+
+def _log(line):
+    print(f"easel-runner: {line}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

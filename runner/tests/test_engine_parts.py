@@ -1,0 +1,121 @@
+"""The runner's building blocks, in-process: tokenizer, shipped configs, LDM layout."""
+
+import json
+import pathlib
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from easel_runner import ldm, samplers, tiny
+from easel_runner.engine import CONFIGS
+from easel_runner.tokenizer import clip_tokenizer
+
+
+@pytest.mark.parametrize("architecture", ["sd1", "sd2"])
+def test_tokenizer_is_clip_bpe(architecture):
+    tokenizer = clip_tokenizer(architecture)
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert len(tokenizer) == 49408
+    assert tokenizer.model_max_length == 77
+    padded = tokenizer("a cat", padding="max_length", max_length=77).input_ids
+    assert padded[4] == (49407 if architecture == "sd1" else 0)  # SD 2 pads with "!"
+
+
+def parameter_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("architecture,unet,text_encoder", [
+    ("sd1", 859_520_964, 123_060_480),  # SD 1.5
+    ("sd2", 865_910_724, 340_387_840),  # SD 2.1
+])
+def test_shipped_configs_build_the_real_models(architecture, unet, text_encoder):
+    folder = CONFIGS / architecture
+    with torch.device("meta"):
+        assert parameter_count(UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(folder, subfolder="unet"))) == unet
+        assert parameter_count(AutoencoderKL.from_config(
+            AutoencoderKL.load_config(folder, subfolder="vae"))) == 83_653_863
+        assert parameter_count(CLIPTextModel(
+            CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder"))) == text_encoder
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None]
+
+
+def test_sd2_config_is_v_prediction():
+    config = json.loads((CONFIGS / "sd2" / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == "v_prediction"
+
+
+def test_tiny_weights_depend_only_on_the_seed():
+    first, again, other = (tiny.build(seed).unet.state_dict() for seed in (0, 0, 1))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["conv_in.weight"], other["conv_in.weight"])
+
+
+def test_ldm_layout_round_trips_through_diffusers_own_conversion():
+    pipe = tiny.build(seed=3)
+    unet, vae, text_encoder = pipe.unet.state_dict(), pipe.vae.state_dict(), pipe.text_encoder.state_dict()
+    checkpoint = ldm.to_ldm(unet, pipe.unet.config, vae, pipe.vae.config, text_encoder)
+    assert ldm.detect_architecture(checkpoint) == "sd1"
+    for original, converted in [
+        (unet, convert_ldm_unet_checkpoint(checkpoint, pipe.unet.config)),
+        (vae, convert_ldm_vae_checkpoint(checkpoint, pipe.vae.config)),
+        (text_encoder, {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(checkpoint).items()}),
+    ]:
+        assert converted.keys() == original.keys()
+        assert all(torch.equal(converted[k], original[k]) for k in original)
+
+
+def test_ldm_prefixes_cover_every_tensor_of_full_size_sd1():
+    folder = CONFIGS / "sd1"
+    unet_config = UNet2DConditionModel.load_config(folder, subfolder="unet")
+    vae_config = AutoencoderKL.load_config(folder, subfolder="vae")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(unet_config).state_dict()
+        vae = AutoencoderKL.from_config(vae_config).state_dict()
+    checkpoint = ldm.to_ldm(unet, unet_config, vae, vae_config, {})
+    # Names every SD 1.5 checkpoint has.
+    for name in ["model.diffusion_model.output_blocks.11.0.skip_connection.weight",
+                 "model.diffusion_model.output_blocks.2.1.conv.weight",
+                 "model.diffusion_model.output_blocks.5.2.conv.weight",
+                 "model.diffusion_model.input_blocks.3.0.op.weight",
+                 "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+                 "first_stage_model.decoder.up.3.upsample.conv.weight",
+                 "first_stage_model.encoder.mid.attn_1.q.weight"]:
+        assert name in checkpoint
+    assert checkpoint["first_stage_model.encoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
+    assert len(checkpoint) == len(unet) + len(vae)
+
+
+@pytest.mark.parametrize("keys,expected", [
+    (["model.diffusion_model.x", "cond_stage_model.transformer.text_model.y"], "sd1"),
+    (["model.diffusion_model.x", "cond_stage_model.model.token_embedding.weight"], "sd2"),
+    (["model.diffusion_model.x", "conditioner.embedders.0.transformer.y"], "sdxl"),
+    (["cond_stage_model.transformer.text_model.y"], None),
+    (["fc.weight"], None),
+])
+def test_detect_architecture(keys, expected):
+    assert ldm.detect_architecture(keys) == expected
+
+
+def test_lms_needs_scipy():
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        assert "LMS" not in samplers.available()
+    else:
+        assert "LMS" in samplers.available()
+
+
+def test_tiny_cli_writes_readme_and_config_folder(tiny):
+    assert "random" in (tiny["folder"] / "README.txt").read_text()
+    for part in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+                 "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"]:
+        assert (tiny["config_dir"] / part).is_file(), part
+    assert not list(pathlib.Path(tiny["config_dir"]).rglob("*.safetensors"))
