@@ -72,10 +72,20 @@ public struct GenerationRequest: Decodable, Sendable, Equatable {
         } catch let DecodingError.typeMismatch(type, context) {
             throw mismatch(type: type, path: context.codingPath)
         } catch let DecodingError.dataCorrupted(context) {
-            throw mismatch(type: nil, path: context.codingPath)
+            throw mismatch(type: nil, path: context.codingPath.isEmpty ? culprit(in: fields) : context.codingPath)
         } catch {
             throw EaselError(.invalidJSON, "the body could not be read: \(error)")
         }
+    }
+
+    /// The field that fails to decode on its own. swift-foundation reports a number that
+    /// does not fit its field (`"steps": 10.5`) with an empty coding path.
+    private static func culprit(in fields: [String: Any]) -> [CodingKey] {
+        let key = fields.keys.sorted().first { key in
+            guard let single = try? JSONSerialization.data(withJSONObject: [key: fields[key]!]) else { return true }
+            return (try? JSONDecoder().decode(GenerationRequest.self, from: single)) == nil
+        }
+        return key.flatMap(CodingKeys.init(rawValue:)).map { [$0] } ?? []
     }
 
     private static func mismatch(type: Any.Type?, path: [CodingKey]) -> EaselError {

@@ -9,6 +9,7 @@ public struct Sampler: Sendable, Equatable, Codable {
         Sampler(name: "Euler a", aliases: ["euler_a", "euler_ancestral", "k_euler_a"]),
         Sampler(name: "DPM++ 2M", aliases: ["dpmpp_2m", "k_dpmpp_2m"]),
         Sampler(name: "DPM++ 2M Karras", aliases: ["dpmpp_2m_karras", "k_dpmpp_2m_karras"]),
+        Sampler(name: "DPM++ 2M SDE", aliases: ["dpmpp_2m_sde", "k_dpmpp_2m_sde"]),
         Sampler(name: "DDIM", aliases: ["ddim"]),
         Sampler(name: "PNDM", aliases: ["pndm", "plms"]),
         Sampler(name: "LMS", aliases: ["lms", "k_lms"]),

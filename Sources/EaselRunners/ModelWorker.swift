@@ -45,6 +45,8 @@ actor ModelWorker {
     private let settings: Settings
     private let logger: Logger
     private var runner: Runner?
+    /// The samplers the current runner's engine serves.
+    private var samplers: [String] = []
     private var runtime = ModelRuntime()
     private var busy = false
     private var turnWaiters: [CheckedContinuation<Void, Never>] = []
@@ -73,6 +75,11 @@ actor ModelWorker {
         defer { endTurn() }
         let queued = clock.now - start
         let (runner, loadSeconds) = try await ensureRunner()
+        guard samplers.contains(spec.sampler) else {
+            throw EaselError.invalid(
+                "sampler", "'\(spec.sampler)' is not available in this engine; choose one of: \(samplers.joined(separator: ", "))"
+            )
+        }
         runtime.state = .generating
         runtime.step = 0
         runtime.totalSteps = spec.steps
@@ -115,8 +122,9 @@ actor ModelWorker {
         let start = clock.now
         let (launch, timing) = try await launcher()
         let started: Runner
+        let hello: RunnerHello
         do {
-            (started, _) = try await Runner.start(launch, timing: timing, logger: logger)
+            (started, hello) = try await Runner.start(launch, timing: timing, logger: logger)
         } catch {
             runtime.state = .unloaded
             throw error
@@ -124,6 +132,7 @@ actor ModelWorker {
         do {
             let loaded = try await started.load(entry, device: settings.device, threads: settings.runnerThreads)
             runner = started
+            samplers = hello.samplers
             runtime.state = .idle
             runtime.runnerPid = started.pid
             runtime.device = loaded.device
