@@ -61,9 +61,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(settings)
-        let engine = Engine(settings: settings, logger: logger)
-        let app = buildApplication(settings: settings, engine: engine, logger: logger)
-        try await app.runService()
+        try await buildApplication(settings: settings, logger: logger).runService()
     }
 }
 

@@ -9,6 +9,10 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         case notFound = "not_found"
         case methodNotAllowed = "method_not_allowed"
         case modelNotFound = "model_not_found"
+        case jobNotFound = "job_not_found"
+        case imageNotFound = "image_not_found"
+        case queueFull = "queue_full"
+        case shuttingDown = "shutting_down"
         case notAcceptable = "not_acceptable"
         case unsupportedModel = "unsupported_model"
         case modelLoadFailed = "model_load_failed"
@@ -26,15 +30,16 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         public var httpStatus: Int {
             switch self {
             case .invalidJSON: 400
-            case .notFound, .modelNotFound: 404
+            case .notFound, .modelNotFound, .jobNotFound, .imageNotFound: 404
             case .methodNotAllowed: 405
             case .notAcceptable: 406
             case .cancelled: 409
             case .bodyTooLarge: 413
             case .invalidField, .unknownField, .unsupportedModel, .modelLoadFailed: 422
+            case .queueFull: 429
             case .engineError, .internalError: 500
             case .runnerCrashed, .runnerProtocolError: 502
-            case .notReady, .runnerSetupFailed, .outOfMemory: 503
+            case .notReady, .runnerSetupFailed, .outOfMemory, .shuttingDown: 503
             case .runnerTimeout: 504
             }
         }

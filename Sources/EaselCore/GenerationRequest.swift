@@ -47,55 +47,8 @@ public struct GenerationRequest: Decodable, Sendable, Equatable {
         self.quality = quality
     }
 
-    /// Decodes a request body, turning every way it can be wrong into an ``EaselError``
-    /// that names the field: not JSON, not an object, an unknown field, a wrong type.
+    /// Decodes a request body; errors name the field (see ``RequestBody``).
     public static func decode(from body: Data) throws -> GenerationRequest {
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: body)
-        } catch {
-            throw EaselError(.invalidJSON, "the body is not valid JSON; send a JSON object such as {\"prompt\": \"a cat\"}")
-        }
-        guard let fields = object as? [String: Any] else {
-            throw EaselError(.invalidJSON, "the body must be a JSON object such as {\"prompt\": \"a cat\"}")
-        }
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-            throw EaselError(
-                .unknownField,
-                "unknown field '\(unknown)'; known fields: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", "))",
-                field: unknown
-            )
-        }
-        do {
-            return try JSONDecoder().decode(GenerationRequest.self, from: body)
-        } catch let DecodingError.typeMismatch(type, context) {
-            throw mismatch(type: type, path: context.codingPath)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw mismatch(type: nil, path: context.codingPath.isEmpty ? culprit(in: fields) : context.codingPath)
-        } catch {
-            throw EaselError(.invalidJSON, "the body could not be read: \(error)")
-        }
-    }
-
-    /// The field that fails to decode on its own. swift-foundation reports a number that
-    /// does not fit its field (`"steps": 10.5`) with an empty coding path.
-    private static func culprit(in fields: [String: Any]) -> [CodingKey] {
-        let key = fields.keys.sorted().first { key in
-            guard let single = try? JSONSerialization.data(withJSONObject: [key: fields[key]!]) else { return true }
-            return (try? JSONDecoder().decode(GenerationRequest.self, from: single)) == nil
-        }
-        return key.flatMap(CodingKeys.init(rawValue:)).map { [$0] } ?? []
-    }
-
-    private static func mismatch(type: Any.Type?, path: [CodingKey]) -> EaselError {
-        let field = path.first?.stringValue ?? "body"
-        let expected: String = switch type {
-        case is String.Type: "a string"
-        case is Int.Type, is Int64.Type: "an integer"
-        case is Double.Type: "a number"
-        default: "a value of the right type"
-        }
-        return EaselError.invalid(field, "must be \(expected)")
+        try RequestBody.decode(GenerationRequest.self, from: body, knownFields: CodingKeys.allCases.map(\.rawValue))
     }
 }

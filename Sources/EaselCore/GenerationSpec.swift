@@ -15,6 +15,23 @@ public struct GenerationSpec: Sendable, Equatable, Codable {
     public var quality: Int
 
     public var batchSize: Int { seeds.count }
+
+    public init(
+        modelID: String, prompt: String, negativePrompt: String, width: Int, height: Int, steps: Int,
+        cfgScale: Double, sampler: String, seeds: [UInt64], outputFormat: ImageFormat, quality: Int
+    ) {
+        self.modelID = modelID
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.width = width
+        self.height = height
+        self.steps = steps
+        self.cfgScale = cfgScale
+        self.sampler = sampler
+        self.seeds = seeds
+        self.outputFormat = outputFormat
+        self.quality = quality
+    }
 }
 
 /// The values a request gets for the fields it leaves out.

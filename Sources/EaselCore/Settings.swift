@@ -51,6 +51,30 @@ public struct Settings: ParsableArguments, Sendable {
     @Option(help: "Largest request body, in bytes.")
     public var maxBodyBytes = 16 * 1024 * 1024
 
+    @Option(help: "Most jobs waiting in the queue; further submissions get 429 with Retry-After.")
+    public var maxQueue = 100
+
+    @Option(help: "Send a rough preview image in job events every N steps; 0 turns previews off.")
+    public var previewEvery = 5
+
+    @Option(help: "Days finished jobs and their images are kept.")
+    public var retentionDays = 7.0
+
+    @Option(help: "Most bytes of stored images; beyond it the oldest finished jobs are deleted.")
+    public var retentionMaxBytes: Int64 = 2 * 1024 * 1024 * 1024
+
+    @Flag(inversion: .prefixedNo, help: "Cancel a synchronous request's job when its client disconnects.")
+    public var cancelOnDisconnect = true
+
+    @Option(help: "Secret that signs webhook deliveries (HMAC-SHA256); default: generated once and kept in the data folder.")
+    public var webhookSecret: String?
+
+    @Option(help: "Attempts to deliver a webhook before giving up.")
+    public var webhookAttempts = 5
+
+    @Option(help: "Seconds a shutdown waits for running jobs before stopping them (they run again after the next start).")
+    public var shutdownGrace = 30.0
+
     @Option(help: "Python interpreter used to create the runner virtualenv.")
     public var python = "python3"
 
@@ -86,11 +110,15 @@ public struct Settings: ParsableArguments, Sendable {
             ("--max-width", maxWidth), ("--max-height", maxHeight), ("--max-pixels", maxPixels),
             ("--max-steps", maxSteps), ("--max-batch", maxBatch),
             ("--max-prompt-length", maxPromptLength), ("--max-body-bytes", maxBodyBytes),
+            ("--max-queue", maxQueue), ("--webhook-attempts", webhookAttempts),
         ]
         for (flag, value) in positive where value < 1 {
             throw ValidationError("\(flag) must be at least 1")
         }
         guard runnerThreads >= 0 else { throw ValidationError("--runner-threads must be 0 or more") }
+        guard previewEvery >= 0 else { throw ValidationError("--preview-every must be 0 or more") }
+        guard retentionDays > 0, retentionMaxBytes > 0 else { throw ValidationError("retention limits must be positive") }
+        guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more") }
         guard runnerHeartbeatTimeout > 0, runnerLoadTimeout > 0 else {
             throw ValidationError("runner timeouts must be positive")
         }

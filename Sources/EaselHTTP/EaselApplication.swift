@@ -1,23 +1,74 @@
 import EaselCore
 import EaselRunners
+import EaselStore
+import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
+import ServiceLifecycle
 
-/// Builds the HTTP application around an engine: the routes, the error middleware and
-/// the engine as a service that starts and stops with the server.
-public func buildApplication(settings: Settings, engine: Engine, logger: Logger) -> some ApplicationProtocol {
-    let router = Router(context: BasicRequestContext.self)
+/// Builds the server: the job store, the engine and the scheduler, the routes, and the
+/// services that start and stop with it.
+public func buildApplication(settings: Settings, logger: Logger) throws -> some ApplicationProtocol {
+    let store = try SQLiteJobStore(folder: settings.dataURL.appendingPathComponent("store"))
+    let engine = Engine(settings: settings, logger: logger)
+    let scheduler = JobScheduler(
+        store: store, generator: engine,
+        configuration: .init(
+            maxQueued: settings.maxQueue, previewEvery: settings.previewEvery,
+            retentionMaxAge: settings.retentionDays * 86400, retentionMaxBytes: settings.retentionMaxBytes
+        ),
+        logger: logger
+    )
+
+    let router = Router(context: EaselRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     HealthController(engine: engine).addRoutes(to: router)
     ModelsController(engine: engine).addRoutes(to: router)
-    GenerationController(engine: engine, maxBodyBytes: settings.maxBodyBytes).addRoutes(to: router)
+    GenerationController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
+    JobsController(engine: engine, scheduler: scheduler, converter: engine.imageConverter, settings: settings)
+        .addRoutes(to: router)
+    let webSockets = WebSocketController(scheduler: scheduler)
+    webSockets.addHTTPRoutes(to: router)
+    let webSocketRouter = Router(context: EaselWebSocketContext.self)
+    webSockets.addRoutes(to: webSocketRouter)
+
+    let notifier = WebhookNotifier(
+        scheduler: scheduler, secret: try WebhookNotifier.secret(settings: settings), attempts: settings.webhookAttempts,
+        shutdownGrace: .seconds(min(settings.shutdownGrace, 10)), logger: logger
+    )
+
     return Application(
         router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: webSocketRouter,
+            configuration: .init(ws: .init(maxFrameSize: 1 << 20))
+        ),
         configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "Easel/\(EaselVersion.current)"),
-        services: [engine],
+        // Shutdown runs in reverse: the scheduler drains first, so the notifier still
+        // sees the jobs that finish while it drains.
+        services: [engine, notifier, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger)],
         onServerRunning: { channel in
             logger.notice("listening on http://\(settings.host):\(channel.localAddress?.port ?? settings.port)")
         },
         logger: logger
     )
+}
+
+/// Runs the queue for the server's lifetime: restores unfinished jobs at start, and at
+/// shutdown stops taking work and lets running jobs finish within the grace period.
+struct SchedulerService: Service {
+    let scheduler: JobScheduler
+    let grace: Duration
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await scheduler.restore()
+        } catch {
+            logger.error("cannot restore queued jobs: \(error)")
+        }
+        try? await gracefulShutdown()
+        await scheduler.drain(grace: grace)
+    }
 }

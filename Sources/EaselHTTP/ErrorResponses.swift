@@ -20,7 +20,7 @@ extension EaselError: HTTPResponseError {
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var response = JSONResponse.make(ErrorBody(error: .init(code: code.rawValue, message: message, field: field)), status: status)
-        if code == .notReady { response.headers[.retryAfter] = "5" }
+        if code == .notReady || code == .queueFull || code == .shuttingDown { response.headers[.retryAfter] = "5" }
         return response
     }
 }
@@ -65,12 +65,21 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 enum JSONResponse {
-    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    static func data(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        let data = (try? encoder.encode(value)) ?? Data(#"{"error":{"code":"internal_error","message":"response encoding failed"}}"#.utf8)
+        return (try? encoder.encode(value)) ?? Data(#"{"error":{"code":"internal_error","message":"response encoding failed"}}"#.utf8)
+    }
+
+    /// One line of JSON.
+    static func encode(_ value: some Encodable) -> String {
+        String(decoding: data(value), as: UTF8.self)
+    }
+
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let data = data(value)
         return Response(
             status: status,
             headers: [.contentType: "application/json"],

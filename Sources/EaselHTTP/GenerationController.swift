@@ -7,10 +7,13 @@ import NIOCore
 
 /// `POST /v1/txt2img`: generates and answers with JSON (images as base64, seeds,
 /// parameters, timings), or with the image bytes alone when the client accepts an
-/// image type and asks for one image.
-struct GenerationController<Context: RequestContext> {
+/// image type and asks for one image. It runs on the job queue like `POST /v1/jobs`.
+struct GenerationController {
     let engine: Engine
-    let maxBodyBytes: Int
+    let scheduler: JobScheduler
+    let settings: Settings
+
+    typealias Context = EaselRequestContext
 
     struct GenerationResponse: Encodable {
         struct Image: Encodable {
@@ -19,35 +22,16 @@ struct GenerationController<Context: RequestContext> {
             let format: ImageFormat
             let width: Int
             let height: Int
+            let id: String
+            let url: String
             let base64: String
         }
 
-        struct Parameters: Encodable {
-            let model: String
-            let prompt: String
-            let negativePrompt: String
-            let width: Int
-            let height: Int
-            let steps: Int
-            let cfgScale: Double
-            let sampler: String
-            let seed: UInt64
-            let seeds: [UInt64]
-            let batchSize: Int
-            let outputFormat: ImageFormat
-            let quality: Int
-        }
-
-        struct Runner: Encodable {
-            let pid: Int32?
-            let device: String?
-            let loadCount: Int
-        }
-
+        let jobId: String
         let images: [Image]
-        let parameters: Parameters
-        let timings: GenerationTimings
-        let runner: Runner
+        let parameters: GenerationParameters
+        let timings: GenerationTimings?
+        let runner: RunnerInfo?
     }
 
     func addRoutes(to router: Router<Context>) {
@@ -55,7 +39,7 @@ struct GenerationController<Context: RequestContext> {
     }
 
     @Sendable func txt2img(_ request: Request, context: Context) async throws -> Response {
-        let body = try await request.body.collect(upTo: maxBodyBytes)
+        let body = try await request.body.collect(upTo: settings.maxBodyBytes)
         var generation = try GenerationRequest.decode(from: Data(buffer: body))
         let wantedImage = try Self.acceptedImageFormat(request.headers[.accept])
         if let wantedImage {
@@ -73,19 +57,47 @@ struct GenerationController<Context: RequestContext> {
             }
             generation.outputFormat = wantedImage.rawValue
         }
-        let outcome = try await engine.generate(generation)
-        if wantedImage != nil, let image = outcome.images.first {
-            return Response(
-                status: .ok,
-                headers: [
-                    .contentType: image.format.mediaType,
-                    .easelSeed: String(image.seed),
-                    .serverTiming: Self.serverTiming(outcome.timings),
-                ],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: image.data))
-            )
+        let job = try await Self.run(try await engine.prepare(generation), scheduler: scheduler, context: context, cancelOnDisconnect: settings.cancelOnDisconnect)
+        var images: [(Job.Image, Data)] = []
+        for record in job.images {
+            guard let data = try await scheduler.store.imageData(id: record.id) else {
+                throw EaselError(.internalError, "image \(record.id) of job \(job.id) is missing from the store")
+            }
+            images.append((record, data))
         }
-        return JSONResponse.make(Self.response(for: outcome))
+        if wantedImage != nil, let (image, data) = images.first {
+            var headers: HTTPFields = [.contentType: image.format.mediaType, .easelSeed: String(image.seed), .easelJob: job.id]
+            if let timings = job.timings { headers[.serverTiming] = Self.serverTiming(timings) }
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        return JSONResponse.make(
+            GenerationResponse(
+                jobId: job.id,
+                images: images.map { image, data in
+                    .init(
+                        index: image.index, seed: image.seed, format: image.format, width: image.width, height: image.height,
+                        id: image.id, url: "/v1/images/\(image.id)", base64: data.base64EncodedString()
+                    )
+                },
+                parameters: GenerationParameters(job.spec), timings: job.timings, runner: job.runner
+            )
+        )
+    }
+
+    /// Queues `spec` as a job and waits for it; the job is cancelled if the client goes
+    /// away first. Throws the job's error unless it succeeded.
+    static func run(_ spec: GenerationSpec, scheduler: JobScheduler, context: Context, cancelOnDisconnect: Bool) async throws -> Job {
+        let id = Job.newID()
+        _ = try await scheduler.submit([Job(id: id, priority: 0, spec: spec)])
+        let job = cancelOnDisconnect
+            ? try await ClientGoneHandler.watching(context.channel, onGone: { Task { _ = try? await scheduler.cancel(id: id) } }) {
+                try await scheduler.finished(id: id)
+            }
+            : try await scheduler.finished(id: id)
+        if let failure = job.failure, job.state != .succeeded {
+            throw EaselError(EaselError.Code(rawValue: failure.code) ?? .internalError, failure.message)
+        }
+        return job
     }
 
     /// The image type the `Accept` header prefers over JSON, if any.
@@ -105,29 +117,10 @@ struct GenerationController<Context: RequestContext> {
             .map { "\($0.0);dur=\(String(format: "%.1f", $0.1 * 1000))" }
             .joined(separator: ", ")
     }
-
-    static func response(for outcome: GenerationOutcome) -> GenerationResponse {
-        let spec = outcome.spec
-        return GenerationResponse(
-            images: outcome.images.enumerated().map { index, image in
-                .init(
-                    index: index, seed: image.seed, format: image.format, width: image.width, height: image.height,
-                    base64: image.data.base64EncodedString()
-                )
-            },
-            parameters: .init(
-                model: spec.modelID, prompt: spec.prompt, negativePrompt: spec.negativePrompt, width: spec.width,
-                height: spec.height, steps: spec.steps, cfgScale: spec.cfgScale, sampler: spec.sampler,
-                seed: spec.seeds[0], seeds: spec.seeds, batchSize: spec.batchSize, outputFormat: spec.outputFormat,
-                quality: spec.quality
-            ),
-            timings: outcome.timings,
-            runner: .init(pid: outcome.runtime.runnerPid, device: outcome.runtime.device, loadCount: outcome.runtime.loadCount)
-        )
-    }
 }
 
 extension HTTPField.Name {
     static let easelSeed = Self("X-Easel-Seed")!
     static let serverTiming = Self("Server-Timing")!
+    static let easelJob = Self("X-Easel-Job")!
 }

@@ -21,12 +21,12 @@ public struct ModelListing: Sendable {
 /// runner environment. It runs as a service: at start it sets the environment up,
 /// creates the demo model when the folder is empty and loads the default model; at
 /// shutdown it stops every runner.
-public actor Engine: Service {
+public actor Engine: Service, ImageGenerator {
     public static let demoModelID = "demo-tiny-random"
 
     public nonisolated let settings: Settings
     public nonisolated let catalog: ModelCatalog
-    private let environment: RunnerEnvironment
+    private nonisolated let environment: RunnerEnvironment
     private let logger: Logger
     private var workers: [String: ModelWorker] = [:]
     public private(set) var readiness = Readiness.starting("starting")
@@ -49,8 +49,8 @@ public actor Engine: Service {
         settings.defaultModel ?? catalog.scan().first { $0.problem == nil }?.id
     }
 
-    /// Validates `request` against the server's limits and generates it.
-    public func generate(_ request: GenerationRequest) async throws -> GenerationOutcome {
+    /// Resolves the model and validates `request` against the server's limits.
+    public func prepare(_ request: GenerationRequest) throws -> GenerationSpec {
         if case .starting(let phase) = readiness {
             throw EaselError(.notReady, "the server is starting (\(phase)); retry when GET /health answers 200")
         }
@@ -58,11 +58,19 @@ public actor Engine: Service {
             throw EaselError(.modelNotFound, "no model is available; put a checkpoint in \(settings.modelsURL.path)", field: "model")
         }
         let entry = try catalog.resolve(modelID)
-        let spec = try request.validated(modelID: entry.id, limits: settings.limits)
-        let outcome = try await worker(for: entry).generate(spec)
-        readiness = .ready
-        return outcome
+        return try request.validated(modelID: entry.id, limits: settings.limits)
     }
+
+    public func generate(
+        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+    ) async throws -> GenerationOutput {
+        let entry = try catalog.resolve(spec.modelID)
+        let output = try await worker(for: entry).generate(spec, previewEvery: previewEvery, onProgress: onProgress)
+        readiness = .ready
+        return output
+    }
+
+    public nonisolated var imageConverter: ImageConverter { ImageConverter(environment: environment) }
 
     public func listModels() async -> [ModelListing] {
         let defaultID = defaultModelID()

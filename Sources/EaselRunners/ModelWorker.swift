@@ -22,21 +22,6 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
     public var waiting = 0
 }
 
-/// The time a generation spent in each phase, in seconds.
-public struct GenerationTimings: Sendable, Encodable, Equatable {
-    public var queueSeconds: Double
-    public var loadSeconds: Double
-    public var engineSeconds: Double
-    public var totalSeconds: Double
-}
-
-public struct GenerationOutcome: Sendable {
-    public let spec: GenerationSpec
-    public let images: [GenerationResult.Image]
-    public let timings: GenerationTimings
-    public let runtime: ModelRuntime
-}
-
 /// One model and the runner that serves it. Requests take turns in arrival order; a
 /// runner that is lost is replaced on the next request.
 actor ModelWorker {
@@ -68,13 +53,13 @@ actor ModelWorker {
         return try await ensureRunner().1
     }
 
-    func generate(_ spec: GenerationSpec) async throws -> GenerationOutcome {
-        let clock = ContinuousClock()
-        let start = clock.now
+    func generate(
+        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+    ) async throws -> GenerationOutput {
         await takeTurn()
         defer { endTurn() }
-        let queued = clock.now - start
         let (runner, loadSeconds) = try await ensureRunner()
+        try Task.checkCancellation()
         guard samplers.contains(spec.sampler) else {
             throw EaselError.invalid(
                 "sampler", "'\(spec.sampler)' is not available in this engine; choose one of: \(samplers.joined(separator: ", "))"
@@ -90,16 +75,16 @@ actor ModelWorker {
             runtime.lastUsed = Date()
         }
         do {
-            let result = try await runner.generate(spec, version: EaselVersion.current) { step, total in
-                Task { await self.progressed(step: step, total: total) }
+            let result = try await runner.generate(spec, previewEvery: previewEvery) { progress in
+                onProgress(progress)
+                Task { await self.progressed(step: progress.step, total: progress.total) }
             }
-            return GenerationOutcome(
-                spec: spec, images: result.images,
-                timings: GenerationTimings(
-                    queueSeconds: queued.seconds, loadSeconds: loadSeconds, engineSeconds: result.engineSeconds,
-                    totalSeconds: (clock.now - start).seconds
-                ),
-                runtime: runtime
+            return GenerationOutput(
+                images: result.images.map {
+                    GeneratedImage(seed: $0.seed, format: $0.format, width: $0.width, height: $0.height, data: $0.data)
+                },
+                loadSeconds: loadSeconds, engineSeconds: result.engineSeconds,
+                runner: RunnerInfo(pid: runner.pid, device: runtime.device, loadCount: runtime.loadCount)
             )
         } catch {
             await dropIfLost(runner)

@@ -26,7 +26,7 @@ actor Runner {
 
     private struct PendingCall {
         let continuation: CheckedContinuation<RunnerEvent, Error>
-        let onProgress: (@Sendable (Int, Int) -> Void)?
+        let onProgress: (@Sendable (GenerationProgress) -> Void)?
         let deadline: ContinuousClock.Instant?
     }
 
@@ -83,14 +83,16 @@ actor Runner {
     }
 
     func generate(
-        _ spec: GenerationSpec, version: String, onProgress: @escaping @Sendable (Int, Int) -> Void
+        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
     ) async throws -> GenerationResult {
+        try Task.checkCancellation()
         let id = newCallID("generate")
         let message = RunnerRequest.Generate(
             id: id, prompt: spec.prompt, negativePrompt: spec.negativePrompt, width: spec.width, height: spec.height,
             steps: spec.steps, cfgScale: spec.cfgScale, sampler: spec.sampler, seeds: spec.seeds,
             outputFormat: spec.outputFormat.rawValue, quality: spec.quality,
-            infotexts: spec.seeds.indices.map { spec.infotext(forImage: $0, version: version) }
+            infotexts: spec.seeds.indices.map { spec.infotext(forImage: $0, version: EaselVersion.current) },
+            previewEvery: previewEvery
         )
         let reply = try await withTaskCancellationHandler {
             try await call(id: id, message, deadline: nil, onProgress: onProgress)
@@ -148,7 +150,7 @@ actor Runner {
 
     private func call(
         id: String, _ message: some Encodable, deadline: ContinuousClock.Instant?,
-        onProgress: (@Sendable (Int, Int) -> Void)?
+        onProgress: (@Sendable (GenerationProgress) -> Void)?
     ) async throws -> RunnerEvent {
         if let failure { throw failure }
         return try await withCheckedThrowingContinuation { continuation in
@@ -207,8 +209,8 @@ actor Runner {
             hello = greeting
             helloWaiter?.resume(returning: greeting)
             helloWaiter = nil
-        case .progress(let id, let step, let total):
-            pending[id]?.onProgress?(step, total)
+        case .progress(let id, let progress):
+            pending[id]?.onProgress?(progress)
         case .loaded(let loaded):
             pending.removeValue(forKey: loaded.id)?.continuation.resume(returning: event)
         case .result(let id, _):

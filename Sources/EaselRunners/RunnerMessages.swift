@@ -34,6 +34,7 @@ enum RunnerRequest {
         let outputFormat: String
         let quality: Int
         let infotexts: [String]
+        let previewEvery: Int
     }
 
     struct Control: Encodable {
@@ -46,7 +47,7 @@ enum RunnerRequest {
 enum RunnerEvent: Sendable {
     case hello(RunnerHello)
     case loaded(LoadedModel)
-    case progress(id: String, step: Int, total: Int)
+    case progress(id: String, GenerationProgress)
     case result(id: String, GenerationResult)
     case failure(id: String?, code: String, message: String)
     case pong(id: String)
@@ -60,6 +61,7 @@ enum RunnerEvent: Sendable {
     private struct Progress: Decodable {
         let step: Int
         let total: Int
+        let preview: GenerationProgress.Preview?
     }
 
     private struct Failure: Decodable {
@@ -80,7 +82,7 @@ enum RunnerEvent: Sendable {
         case "loaded": return .loaded(try decoder.decode(LoadedModel.self, from: payload))
         case "progress":
             let progress = try decoder.decode(Progress.self, from: payload)
-            return .progress(id: try requireID(), step: progress.step, total: progress.total)
+            return .progress(id: try requireID(), GenerationProgress(step: progress.step, total: progress.total, preview: progress.preview))
         case "result": return .result(id: try requireID(), try decoder.decode(GenerationResult.self, from: payload))
         case "error":
             let failure = try decoder.decode(Failure.self, from: payload)

@@ -55,12 +55,21 @@ private func decode(_ json: String) throws -> RunnerEvent {
 
     @Test func progress() throws {
         let event = try decode(#"{"type": "progress", "id": "gen-7", "step": 3, "total": 20}"#)
-        guard case .progress(let id, let step, let total) = event else {
+        guard case .progress(let id, let progress) = event else {
             Issue.record("expected progress, got \(event)"); return
         }
         #expect(id == "gen-7")
-        #expect(step == 3)
-        #expect(total == 20)
+        #expect(progress == GenerationProgress(step: 3, total: 20))
+    }
+
+    @Test func progressWithPreview() throws {
+        let event = try decode(
+            #"{"type": "progress", "id": "gen-7", "step": 2, "total": 6, "preview": {"format": "jpeg", "width": 16, "height": 8, "data": "AQID"}}"#
+        )
+        guard case .progress(_, let progress) = event else {
+            Issue.record("expected progress, got \(event)"); return
+        }
+        #expect(progress.preview == .init(format: .jpeg, width: 16, height: 8, data: Data([1, 2, 3])))
     }
 
     @Test func resultCarriesTheImageBytes() throws {

@@ -20,10 +20,14 @@ def main():
         if job.message["type"] == "load":
             return {"type": "loaded", "id": job.id, **diffusers_engine.load(messages.parse_load(job.message))}
         request = messages.parse_generate(job.message, samplers.available())
-        images, seconds = diffusers_engine.generate(
-            request,
-            lambda step, total: connection.send({"type": "progress", "id": job.id, "step": step, "total": total}),
-            job.cancelled)
+
+        def on_progress(step, total, preview=None):
+            frame = {"type": "progress", "id": job.id, "step": step, "total": total}
+            if preview is not None:
+                frame["preview"] = preview
+            connection.send(frame)
+
+        images, seconds = diffusers_engine.generate(request, on_progress, job.cancelled)
         return {"type": "result", "id": job.id, "engine_seconds": seconds, "images": images}
 
     connection.send({"type": "hello", "protocol": PROTOCOL_VERSION, "runner_version": __version__,

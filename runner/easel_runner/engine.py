@@ -18,7 +18,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
 
-from . import imaging, ldm, samplers
+from . import imaging, ldm, preview, samplers
 from .errors import RunnerError
 from .tokenizer import clip_tokenizer
 
@@ -81,7 +81,8 @@ class DiffusersEngine:
                 "load_count": self.load_count, "memory_bytes": _memory_bytes(device)}
 
     def generate(self, request, on_progress, cancelled):
-        """The encoded images of `request`; `on_progress(step, total)` after each step."""
+        """The encoded images of `request`; `on_progress(step, total, preview)` after each step,
+        `preview` being None or the `preview` object of the `progress` frame."""
         if self._pipe is None:
             raise RunnerError("not_loaded", "generate before a successful load")
         started = time.monotonic()
@@ -95,7 +96,7 @@ class DiffusersEngine:
             step = math.ceil((index + 1) * total / pipe.num_timesteps)
             if step > reported:
                 reported = step
-                on_progress(step, total)
+                on_progress(step, total, _preview(request, step, total, tensors))
             if cancelled.is_set():
                 raise _Cancelled(step)
             return tensors
@@ -122,6 +123,19 @@ class DiffusersEngine:
         if self._pipe is not None:
             self._pipe = self._scheduler_config = None
             _free_memory()
+
+
+def _preview(request, step, total, tensors):
+    """The preview for `step` when one is due, else None; a failure only costs the preview."""
+    every = request.preview_every
+    if every <= 0 or step % every or step >= total:
+        return None
+    try:
+        return preview.make_preview(tensors["latents"])
+    except Exception:
+        print(f"easel-runner: preview at step {step} of {total} failed, skipped:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return None
 
 
 def _device(requested):

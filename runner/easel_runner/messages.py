@@ -9,6 +9,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**64 - 1
+MAX_PREVIEW_EVERY = 2**31 - 1
 
 _REQUIRED = object()
 
@@ -38,6 +39,7 @@ class GenerateRequest:
     output_format: str
     quality: int
     infotexts: list
+    preview_every: int = 0
 
 
 def parse_load(message):
@@ -80,6 +82,7 @@ def parse_generate(message, samplers):
         output_format=_choice(message, "output_format", OUTPUT_FORMATS),
         quality=_integer(message, "quality", 1, 100, 90),
         infotexts=infotexts,
+        preview_every=_integer(message, "preview_every", 0, MAX_PREVIEW_EVERY, 0),
     )
 
 

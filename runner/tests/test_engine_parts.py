@@ -1,17 +1,22 @@
-"""The runner's building blocks, in-process: tokenizer, shipped configs, LDM layout."""
+"""The runner's building blocks, in-process: tokenizer, shipped configs, LDM layout, previews."""
 
+import base64
+import io
 import json
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
+from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from easel_runner import ldm, samplers, tiny
+from easel_runner import engine, ldm, preview, samplers, tiny
 from easel_runner.engine import CONFIGS
+from easel_runner.messages import parse_generate
 from easel_runner.tokenizer import clip_tokenizer
 
 
@@ -119,3 +124,42 @@ def test_tiny_cli_writes_readme_and_config_folder(tiny):
                  "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"]:
         assert (tiny["config_dir"] / part).is_file(), part
     assert not list(pathlib.Path(tiny["config_dir"]).rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("image,expected", [
+    ((64, 64), (64, 64)), ((128, 64), (128, 64)), ((512, 512), (256, 256)), ((768, 512), (256, 171)),
+    ((512, 1024), (128, 256)), ((4096, 2048), (256, 128)), ((8, 2048), (1, 256)),
+])
+def test_preview_size_keeps_the_aspect_within_256(image, expected):
+    assert preview.preview_size(image[0] // 8, image[1] // 8) == expected
+
+
+def test_preview_projects_latents_to_rgb_for_the_first_image():
+    latents = torch.zeros(2, 4, 3, 5)
+    latents[1] = 100  # the second image must not matter
+    latents[0, 0, 0, 0] = 1  # channel 0 alone: (0.298, 0.207, 0.208) in [-1, 1]
+    latents[0, 3, 2, 4] = 10  # far out of range: clamped to black
+    rgb = np.asarray(preview.latents_to_rgb(latents.half()))
+    assert rgb.shape == (3, 5, 3)
+    assert tuple(rgb[1, 1]) == (128, 128, 128)  # zero latents are mid grey
+    assert np.abs(rgb[0, 0].astype(int) - [166, 154, 154]).max() <= 1
+    assert tuple(rgb[2, 4]) == (0, 0, 0)
+
+
+def test_make_preview_is_a_jpeg_of_its_reported_size():
+    made = preview.make_preview(torch.randn(1, 4, 16, 8))
+    decoded = Image.open(io.BytesIO(base64.b64decode(made["data"])))
+    assert (made["format"], decoded.format) == ("jpeg", "JPEG")
+    assert decoded.size == (made["width"], made["height"]) == (64, 128)
+
+
+def test_preview_failure_is_logged_and_skipped(capsys):
+    request = parse_generate({"prompt": "", "width": 64, "height": 64, "steps": 6, "cfg_scale": 7,
+                              "sampler": "Euler", "seeds": [1], "output_format": "png", "preview_every": 2},
+                             ["Euler"])
+    assert engine._preview(request, 2, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is not None
+    assert engine._preview(request, 2, 6, {"latents": torch.zeros(1, 3, 8, 8)}) is None
+    assert "preview at step 2 of 6 failed" in capsys.readouterr().err
+    assert engine._preview(request, 2, 6, {}) is None
+    assert engine._preview(request, 3, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None
+    assert engine._preview(request, 6, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None

@@ -115,11 +115,13 @@ def test_every_advertised_sampler_generates(started, runner):
     failures = {}
     for sampler in hello["samplers"]:
         reply, before = runner.request(rc.generate_message(f"gen-{sampler}", seeds=[1, 2], steps=steps,
-                                                           sampler=sampler))
+                                                           sampler=sampler, preview_every=2))
         if reply["type"] != "result":
             failures[sampler] = reply
         elif [f["step"] for f in before] != list(range(1, steps + 1)):
             failures[sampler] = f"progress {[f['step'] for f in before]}"
+        elif [f["step"] for f in before if "preview" in f] != [2]:
+            failures[sampler] = f"previews at {[f['step'] for f in before if 'preview' in f]}"
         elif len(rc.pixels(reply)) != 2:
             failures[sampler] = "wrong image count"
     assert not failures
@@ -129,6 +131,41 @@ def test_unknown_sampler_is_an_invalid_request(runner):
     reply, _ = runner.request(rc.generate_message("gen-bad", sampler="Nope"))
     assert (reply["type"], reply["code"]) == ("error", "invalid_request")
     assert "Euler" in reply["message"]
+
+
+def test_previews_come_every_n_steps_but_never_on_the_last(runner):
+    reply, before = runner.request(rc.generate_message("gen-preview", seeds=[1], steps=6, size=64, width=128,
+                                                       preview_every=2))
+    assert reply["type"] == "result", reply
+    assert [f["step"] for f in before] == [1, 2, 3, 4, 5, 6]
+    assert [f["step"] for f in before if "preview" in f] == [2, 4]
+    for frame in before:
+        if "preview" not in frame:
+            continue
+        preview = frame["preview"]
+        assert set(preview) == {"format", "width", "height", "data"}
+        decoded = rc.decode(preview)
+        assert (preview["format"], decoded.format, decoded.mode) == ("jpeg", "JPEG", "RGB")
+        assert decoded.size == (preview["width"], preview["height"])
+        assert max(decoded.size) <= 256
+        assert decoded.width == 2 * decoded.height  # the 128x64 request's aspect
+    assert rc.decode(reply["images"][0]).size == (128, 64)
+
+
+@pytest.mark.parametrize("extra", [{}, {"preview_every": 0}])
+def test_no_previews_unless_asked(runner, extra):
+    reply, before = runner.request(rc.generate_message("gen-no-preview", seeds=[1], steps=3, **extra))
+    assert reply["type"] == "result", reply
+    assert [f["step"] for f in before] == [1, 2, 3]
+    assert not any("preview" in f for f in before)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "2", True, None])
+def test_bad_preview_every_is_an_invalid_request(runner, value):
+    reply, before = runner.request(rc.generate_message("gen-bad-preview", preview_every=value))
+    assert (reply["type"], reply["code"]) == ("error", "invalid_request")
+    assert "preview_every" in reply["message"]
+    assert before == []
 
 
 def start_long_generation(runner, request_id):
