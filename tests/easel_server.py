@@ -33,6 +33,24 @@ def wait_until(predicate, timeout, message, interval=0.05):
     raise AssertionError(f"timed out after {timeout} s: {message}")
 
 
+def submit(server, **fields):
+    """POST /v1/jobs, expecting 202; returns the job (or batch) document."""
+    response = requests.post(server.url + "/v1/jobs", json=fields, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def get_job(server, job_id):
+    response = requests.get(f"{server.url}/v1/jobs/{job_id}", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_state(server, job_id, *states, timeout=120):
+    return wait_until(lambda: (job := get_job(server, job_id))["state"] in states and job, timeout,
+                      f"job {job_id} never reached {states}")
+
+
 def make_tiny_model(folder, single_file=None, seed=0):
     """Writes the tiny random model with the runner's own tool (the real save and load paths)."""
     command = [str(RUNNER_PYTHON), "-m", "easel_runner.tiny", "--out", str(folder), "--seed", str(seed)]

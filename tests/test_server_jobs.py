@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
-from easel_server import EaselServer, wait_until
+from easel_server import EaselServer, get_job, submit, wait_for_state, wait_until
 
 QUICK = {"prompt": "a quick one", "width": 64, "height": 64, "steps": 2}
 # Long enough to still be running while a test looks at the queue; tests cancel it.
@@ -26,21 +26,10 @@ def jobs_server(tiny_models, tmp_path_factory):
         easel.stop()
 
 
-def submit(server, **fields):
-    response = requests.post(server.url + "/v1/jobs", json=fields, timeout=30)
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
-def get_job(server, job_id):
-    response = requests.get(f"{server.url}/v1/jobs/{job_id}", timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
-def wait_for_state(server, job_id, *states, timeout=120):
-    return wait_until(lambda: (job := get_job(server, job_id))["state"] in states and job, timeout,
-                      f"job {job_id} never reached {states}")
 
 
 def wait_running(server, job_id):

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from easel_server import EaselServer, wait_until
+from easel_server import EaselServer, get_job, submit, wait_until
 
 QUICK = {"prompt": "x", "width": 64, "height": 64, "steps": 2}
 # Holds the model while a test queues another job behind it; small steps, so a cancel lands fast.
@@ -91,16 +91,8 @@ def hook_server(tiny_models, tmp_path_factory):
         easel.stop()
 
 
-def submit(server, **fields):
-    response = requests.post(server.url + "/v1/jobs", json=fields, timeout=30)
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
-def get_job(server, job_id):
-    response = requests.get(f"{server.url}/v1/jobs/{job_id}", timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def wait_for_webhook_status(server, job_id, prefix, timeout=120):

@@ -8,7 +8,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from easel_server import wait_until
+from easel_server import get_job, submit, wait_until
 
 QUICK = {"prompt": "x", "width": 64, "height": 64, "steps": 2}
 # Holds the model while a test queues another job behind it; small steps, so a cancel lands fast.
@@ -19,16 +19,8 @@ def ws_url(server, query=""):
     return server.url.replace("http://", "ws://") + "/v1/ws" + query
 
 
-def submit(server, **fields):
-    response = requests.post(server.url + "/v1/jobs", json=fields, timeout=30)
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
-def get_job(server, job_id):
-    response = requests.get(f"{server.url}/v1/jobs/{job_id}", timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         case jobNotFound = "job_not_found"
         case imageNotFound = "image_not_found"
         case queueFull = "queue_full"
+        case upgradeRequired = "upgrade_required"
         case shuttingDown = "shutting_down"
         case notAcceptable = "not_acceptable"
         case unsupportedModel = "unsupported_model"
@@ -36,6 +37,7 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
             case .cancelled: 409
             case .bodyTooLarge: 413
             case .invalidField, .unknownField, .unsupportedModel, .modelLoadFailed: 422
+            case .upgradeRequired: 426
             case .queueFull: 429
             case .engineError, .internalError: 500
             case .runnerCrashed, .runnerProtocolError: 502

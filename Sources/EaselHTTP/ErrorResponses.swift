@@ -21,6 +21,7 @@ extension EaselError: HTTPResponseError {
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var response = JSONResponse.make(ErrorBody(error: .init(code: code.rawValue, message: message, field: field)), status: status)
         if code == .notReady || code == .queueFull || code == .shuttingDown { response.headers[.retryAfter] = "5" }
+        if code == .upgradeRequired { response.headers[.upgrade] = "websocket" }
         return response
     }
 }

@@ -37,16 +37,7 @@ struct WebSocketController {
     /// A plain (not upgrading) request for `/v1/ws` on the HTTP router learns what to do.
     func addHTTPRoutes(to router: Router<EaselRequestContext>) {
         router.get("/v1/ws") { _, _ -> Response in
-            var response = JSONResponse.make(
-                ErrorBody(error: .init(
-                    code: "upgrade_required",
-                    message: "/v1/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
-                    field: nil
-                )),
-                status: .upgradeRequired
-            )
-            response.headers[.upgrade] = "websocket"
-            return response
+            throw EaselError(.upgradeRequired, "/v1/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)")
         }
     }
 
