@@ -16,15 +16,18 @@ struct GenerationController {
     typealias Context = EaselRequestContext
 
     struct GenerationResponse: Encodable {
+        /// A job image with its bytes inline.
         struct Image: Encodable {
-            let index: Int
-            let seed: UInt64
-            let format: ImageFormat
-            let width: Int
-            let height: Int
-            let id: String
-            let url: String
+            let image: JobDocument.Image
             let base64: String
+
+            func encode(to encoder: Encoder) throws {
+                try image.encode(to: encoder)
+                var container = encoder.container(keyedBy: CodingKeys.self)
+                try container.encode(base64, forKey: .base64)
+            }
+
+            enum CodingKeys: String, CodingKey { case base64 }
         }
 
         let jobId: String
@@ -73,12 +76,7 @@ struct GenerationController {
         return JSONResponse.make(
             GenerationResponse(
                 jobId: job.id,
-                images: images.map { image, data in
-                    .init(
-                        index: image.index, seed: image.seed, format: image.format, width: image.width, height: image.height,
-                        id: image.id, url: "/v1/images/\(image.id)", base64: data.base64EncodedString()
-                    )
-                },
+                images: images.map { image, data in .init(image: JobDocument.Image(image), base64: data.base64EncodedString()) },
                 parameters: GenerationParameters(job.spec), timings: job.timings, runner: job.runner
             )
         )

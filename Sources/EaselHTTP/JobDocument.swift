@@ -11,6 +11,16 @@ struct JobDocument: Encodable {
         let format: ImageFormat
         let width: Int
         let height: Int
+
+        init(_ image: Job.Image) {
+            id = image.id
+            url = "/v1/images/\(image.id)"
+            index = image.index
+            seed = image.seed
+            format = image.format
+            width = image.width
+            height = image.height
+        }
     }
 
     struct Webhook: Encodable {
@@ -55,9 +65,7 @@ struct JobDocument: Encodable {
         etaSeconds = snapshot.etaSeconds
         queuePosition = snapshot.queuePosition
         error = job.failure
-        images = job.images.map {
-            Image(id: $0.id, url: "/v1/images/\($0.id)", index: $0.index, seed: $0.seed, format: $0.format, width: $0.width, height: $0.height)
-        }
+        images = job.images.map(Image.init)
         parameters = GenerationParameters(job.spec)
         webhook = job.webhook.map { Webhook(url: $0, status: job.webhookStatus) }
         timings = job.timings

@@ -16,11 +16,7 @@ public struct ImageConverter: Sendable {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
-        let exit = OneShot<ProcessExit>()
-        process.terminationHandler = { finished in
-            exit.resolve(finished.terminationReason == .uncaughtSignal ? .signalled(finished.terminationStatus) : .exited(finished.terminationStatus))
-        }
-        try process.run()
+        let exit = try process.start()
         let converted = OneShot<Data>()
         let message = OneShot<Data>()
         Thread.detachNewThread {

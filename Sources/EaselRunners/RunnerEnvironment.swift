@@ -148,16 +148,10 @@ enum ProcessRunner {
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
-        let exit = OneShot<ProcessExit>()
-        process.terminationHandler = { finished in
-            exit.resolve(
-                finished.terminationReason == .uncaughtSignal
-                    ? .signalled(finished.terminationStatus) : .exited(finished.terminationStatus)
-            )
-        }
         let command = ([executable.lastPathComponent] + arguments).joined(separator: " ")
+        let exit: OneShot<ProcessExit>
         do {
-            try process.run()
+            exit = try process.start()
         } catch {
             throw EaselError(.runnerSetupFailed, "cannot run \(command): \(error)")
         }

@@ -53,6 +53,21 @@ final class OneShot<Value: Sendable>: @unchecked Sendable {
     }
 }
 
+extension Process {
+    /// Starts the process; the result resolves when it ends.
+    func start() throws -> OneShot<ProcessExit> {
+        let exit = OneShot<ProcessExit>()
+        terminationHandler = { finished in
+            exit.resolve(
+                finished.terminationReason == .uncaughtSignal
+                    ? .signalled(finished.terminationStatus) : .exited(finished.terminationStatus)
+            )
+        }
+        try run()
+        return exit
+    }
+}
+
 /// A child process spoken to in frames over its stdin and stdout. Its stderr goes to
 /// the log line by line. Reading happens on dedicated threads so that a busy or stuck
 /// child never blocks the server's executors.
@@ -73,14 +88,7 @@ final class RunnerProcess: Sendable {
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
-        let exit = OneShot<ProcessExit>()
-        process.terminationHandler = { finished in
-            exit.resolve(
-                finished.terminationReason == .uncaughtSignal
-                    ? .signalled(finished.terminationStatus) : .exited(finished.terminationStatus)
-            )
-        }
-        try process.run()
+        let exit = try process.start()
         // The child holds its own copies; the parent's would keep the pipes open after
         // the child dies and hide the end of file that reports its death.
         try? stdinPipe.fileHandleForReading.close()
