@@ -214,7 +214,12 @@ struct Subscriptions {
             jobs[id]?.cancel()
             jobs[id] = nil
             do {
-                follow(id, try await scheduler.events(jobID: id))
+                // The job's current state goes out before anything this message causes next
+                // (an error about a later id, say), so clients see replies in order.
+                let stream = try await scheduler.events(jobID: id)
+                await withCheckedContinuation { (delivered: CheckedContinuation<Void, Never>) in
+                    jobs[id] = forward(stream) { delivered.resume() }
+                }
             } catch {
                 send(error: error)
             }
@@ -232,10 +237,6 @@ struct Subscriptions {
         all = forward(stream)
     }
 
-    mutating func follow(_ id: String, _ stream: AsyncStream<JobEvent>) {
-        jobs[id] = forward(stream)
-    }
-
     mutating func stopAll() {
         all?.cancel()
         all = nil
@@ -243,15 +244,26 @@ struct Subscriptions {
         jobs = [:]
     }
 
-    private func forward(_ stream: AsyncStream<JobEvent>) -> Task<Void, Never> {
+    mutating func follow(_ id: String, _ stream: AsyncStream<JobEvent>) {
+        jobs[id] = forward(stream)
+    }
+
+    /// Sends the stream's events; `afterFirst` runs once the first is sent (or the stream ends).
+    private func forward(_ stream: AsyncStream<JobEvent>, afterFirst: (@Sendable () -> Void)? = nil) -> Task<Void, Never> {
         let sink = sink
         return Task {
+            var announced = false
             for await event in stream {
                 // Once unsubscribed, nothing more: a subscription that replaces this one
                 // sends its own first state.
                 if Task.isCancelled { break }
                 sink.yield(JSONResponse.encode(JobEventDocument(event)))
+                if !announced {
+                    announced = true
+                    afterFirst?()
+                }
             }
+            if !announced { afterFirst?() }
         }
     }
 
