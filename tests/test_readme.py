@@ -15,7 +15,7 @@ def test_the_curl_example_writes_a_png(server, tmp_path):
     command = example.replace("127.0.0.1:7860", f"127.0.0.1:{server.port}")
     subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=300)
     image = Image.open(tmp_path / "lighthouse.png")
-    assert image.format == "PNG" and image.size == (256, 256)
+    assert image.format == "PNG" and image.size == (128, 128)
     assert "Seed: 42," in image.info["parameters"]
 
 
