@@ -145,12 +145,6 @@ public actor JobScheduler {
         return JobSnapshot(job: job)
     }
 
-    /// Jobs waiting and running, in the order they will be served.
-    public var active: [JobSnapshot] {
-        running.values.sorted { $0.started < $1.started }.map { JobSnapshot(job: $0.job, etaSeconds: $0.etaSeconds) }
-            + queued.enumerated().map { JobSnapshot(job: $0.element, queuePosition: $0.offset + 1) }
-    }
-
     /// Events of one job (its current state first), or of every job when `jobID` is nil.
     /// A one-job stream ends after the job's final event.
     public func events(jobID: String?) async throws -> AsyncStream<JobEvent> {

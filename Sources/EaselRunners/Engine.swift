@@ -64,8 +64,9 @@ public actor Engine: Service, ImageGenerator {
     public func generate(
         _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
     ) async throws -> GenerationOutput {
-        let entry = try catalog.resolve(spec.modelID)
-        let output = try await worker(for: entry).generate(spec, previewEvery: previewEvery, onProgress: onProgress)
+        // `prepare` resolved the model already; rescanning the folder (headers, sizes) per job is waste.
+        let worker = try workers[spec.modelID] ?? worker(for: catalog.resolve(spec.modelID))
+        let output = try await worker.generate(spec, previewEvery: previewEvery, onProgress: onProgress)
         readiness = .ready
         return output
     }

@@ -13,16 +13,8 @@ import Darwin
 /// the requirements change. Several servers sharing one virtualenv take turns through
 /// a lock file.
 public actor RunnerEnvironment {
-    public enum Phase: Sendable, Equatable {
-        case notStarted
-        case installing
-        case ready
-        case failed(String)
-    }
-
     private let settings: Settings
     private let logger: Logger
-    public private(set) var phase: Phase = .notStarted
     private var preparation: Task<RunnerLaunch, Error>?
 
     public init(settings: Settings, logger: Logger) {
@@ -36,15 +28,11 @@ public actor RunnerEnvironment {
         let task = Task { try await self.build() }
         preparation = task
         do {
-            let launch = try await task.value
-            phase = .ready
-            return launch
+            return try await task.value
         } catch {
             // A failed set-up is retried by the next caller rather than remembered forever.
             preparation = nil
-            let reason = (error as? EaselError)?.message ?? "\(error)"
-            phase = .failed(reason)
-            throw EaselError(.runnerSetupFailed, reason)
+            throw EaselError(.runnerSetupFailed, (error as? EaselError)?.message ?? "\(error)")
         }
     }
 
@@ -71,20 +59,14 @@ public actor RunnerEnvironment {
 
         let installed = try? String(contentsOf: marker, encoding: .utf8)
         if installed != wanted || !fileManager.isExecutableFile(atPath: python.path) {
-            phase = .installing
             logger.notice("setting up the runner environment in \(venv.path) (first start; pip installs torch and diffusers, this takes a few minutes)")
             try? fileManager.removeItem(at: marker)
             try await ProcessRunner.run(
                 try findExecutable(settings.python), ["-m", "venv", "--clear", venv.path], environment: nil, logger: logger
             )
-            let pip = [venv.appendingPathComponent("bin/python").path, "-m", "pip", "install", "--progress-bar", "off"]
-            try await ProcessRunner.run(
-                URL(fileURLWithPath: pip[0]), Array(pip.dropFirst()) + ["-r", requirements[0].path], environment: nil, logger: logger
-            )
-            try await ProcessRunner.run(
-                URL(fileURLWithPath: pip[0]), Array(pip.dropFirst()) + ["--no-deps", "-r", requirements[1].path],
-                environment: nil, logger: logger
-            )
+            let pip = ["-m", "pip", "install", "--progress-bar", "off"]
+            try await ProcessRunner.run(python, pip + ["-r", requirements[0].path], environment: nil, logger: logger)
+            try await ProcessRunner.run(python, pip + ["--no-deps", "-r", requirements[1].path], environment: nil, logger: logger)
             try wanted.write(to: marker, atomically: true, encoding: .utf8)
             logger.notice("runner environment ready")
         }
