@@ -101,7 +101,9 @@ def test_ldm_prefixes_cover_every_tensor_of_full_size_sd1():
 @pytest.mark.parametrize("keys,expected", [
     (["model.diffusion_model.x", "cond_stage_model.transformer.text_model.y"], "sd1"),
     (["model.diffusion_model.x", "cond_stage_model.model.token_embedding.weight"], "sd2"),
-    (["model.diffusion_model.x", "conditioner.embedders.0.transformer.y"], "sdxl"),
+    (["model.diffusion_model.x", "conditioner.embedders.0.transformer.y", "conditioner.embedders.1.model.z"],
+     "sdxl"),
+    (["model.diffusion_model.x", "conditioner.embedders.0.model.z"], "sdxl_refiner"),
     (["cond_stage_model.transformer.text_model.y"], None),
     (["fc.weight"], None),
 ])
