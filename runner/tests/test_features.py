@@ -1,8 +1,6 @@
 """img2img, inpainting, hires fix, LoRAs and schedule types through a real runner serving
 the tiny SD 1 model."""
 
-import base64
-import io
 import re
 
 import numpy as np
@@ -37,19 +35,13 @@ def plain(runner):
 
 def encoded(pixels, size=None):
     image = Image.fromarray(pixels.astype(np.uint8))
-    if size is not None:
-        image = image.resize(size)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return rc.png_base64(image if size is None else image.resize(size))
 
 
 def box_mask(size, box):
     mask = Image.new("L", size)
     mask.paste(255, box)
-    buffer = io.BytesIO()
-    mask.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return rc.png_base64(mask)
 
 
 def generated(runner, request_id, **fields):
