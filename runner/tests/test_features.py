@@ -146,6 +146,33 @@ def test_lora_applies_to_its_request_only(runner, plain, tiny_lora):
     assert np.array_equal(images[0], plain)
 
 
+@pytest.fixture(scope="module")
+def peft_lora(tiny, tiny_lora, tmp_path_factory):
+    """The kohya LoRA re-saved by diffusers in the diffusers/PEFT format (`lora_A`, `lora_B`)."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from easel_runner.tokenizer import pipeline_tokenizers
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny["folder"], safety_checker=None, local_files_only=True,
+                                                   requires_safety_checker=False, **pipeline_tokenizers("sd1"))
+    pipe.load_lora_weights(str(tiny_lora["sd1"]), adapter_name="kohya")
+    folder = tmp_path_factory.mktemp("peft-lora")
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=get_peft_model_state_dict(pipe.unet, adapter_name="kohya"),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder, adapter_name="kohya"))
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_peft_format_lora_gives_the_kohya_pixels(runner, tiny_lora, peft_lora):
+    pixels = []
+    for path in (tiny_lora["sd1"], peft_lora):
+        images, _ = generated(runner, f"gen-{path.stem}", loras=[{"name": path.stem, "path": str(path),
+                                                                  "weight": 0.7}])
+        pixels.append(images[0])
+    assert np.array_equal(pixels[0], pixels[1])
+
+
 @pytest.mark.parametrize("make", ["missing", "garbage", "other_architecture"])
 def test_unusable_lora_is_invalid_input_and_changes_nothing(runner, plain, tiny_lora, tmp_path, make):
     path = {"missing": tmp_path / "nothing.safetensors", "garbage": tmp_path / "garbage.safetensors",
