@@ -117,8 +117,8 @@ class DiffusersEngine:
         progress = _Progress(request, model.architecture, on_progress, cancelled)
         try:
             progress.check_cancelled()
-            model.loras.activate(request.loras)
             try:
+                model.loras.activate(request.loras)
                 generated = _generate(model, request, progress)
             finally:
                 model.loras.deactivate()
