@@ -20,6 +20,13 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
     public var totalSteps: Int?
     /// Requests waiting for this model's runner.
     public var waiting = 0
+    /// CUDA memory the runner reported after loading; nil on CPU.
+    public var gpuMemoryBytes: Int64?
+    /// Runners of this model lost (crashed, killed, hung) since the server started.
+    public var restarts = 0
+    /// Seconds the last load took, and all loads together.
+    public var lastLoadSeconds: Double?
+    public var loadSecondsTotal = 0.0
 }
 
 /// One model and the runner that serves it. Requests take turns in arrival order; a
@@ -95,7 +102,7 @@ actor ModelWorker {
     func unload() async {
         guard let runner else { return }
         self.runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed)
+        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed).keepingHistory(of: runtime)
         await runner.shutdown()
     }
 
@@ -123,7 +130,10 @@ actor ModelWorker {
             runtime.device = loaded.device
             runtime.dtype = loaded.dtype
             runtime.memoryBytes = loaded.memoryBytes
+            runtime.gpuMemoryBytes = loaded.gpuMemoryBytes
             runtime.loadCount += 1
+            runtime.lastLoadSeconds = (clock.now - start).seconds
+            runtime.loadSecondsTotal += (clock.now - start).seconds
             logger.notice("loaded model \(entry.id) in runner \(started.pid) on \(loaded.device) in \(String(format: "%.1f", loaded.loadSeconds)) s")
             return (started, (clock.now - start).seconds)
         } catch {
@@ -137,7 +147,8 @@ actor ModelWorker {
         guard await !lost.isAlive, runner === lost else { return }
         logger.warning("runner \(lost.pid) of model \(entry.id) is gone; the next request starts a new one")
         runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, waiting: runtime.waiting)
+        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, waiting: runtime.waiting).keepingHistory(of: runtime)
+        runtime.restarts += 1
     }
 
     private func progressed(step: Int, total: Int) {
@@ -169,5 +180,16 @@ extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+extension ModelRuntime {
+    /// This runtime with the counters that outlive a runner copied from `previous`.
+    func keepingHistory(of previous: ModelRuntime) -> ModelRuntime {
+        var kept = self
+        kept.restarts = previous.restarts
+        kept.lastLoadSeconds = previous.lastLoadSeconds
+        kept.loadSecondsTotal = previous.loadSecondsTotal
+        return kept
     }
 }
