@@ -1,7 +1,7 @@
 """Operations and security: API keys, CORS, limits, status, metrics, request ids, runner
 crash retries and the shutdown drain."""
 
-import concurrent.futures
+import json
 import os
 import signal
 import time
@@ -9,6 +9,8 @@ import time
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from easel_server import EaselServer, wait_until
 
@@ -89,6 +91,16 @@ def test_bearer_and_basic_keys_are_accepted(secured):
     assert requests.get(secured.url + "/v1/models", auth=("anyone", KEY + "x"), timeout=10).status_code == 401
     response = session().post(secured.url + "/v1/txt2img", json=QUICK, timeout=120)
     assert response.status_code == 200, response.text
+
+
+def test_websocket_needs_a_key_too(secured):
+    url = secured.url.replace("http://", "ws://") + "/v1/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10).close()
+    assert refused.value.response.status_code == 401
+    with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}, open_timeout=10) as ws:
+        ws.send('{"subscribe": ["job_nope"]}')
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == "job_not_found"
 
 
 # --- CORS -----------------------------------------------------------------------------
