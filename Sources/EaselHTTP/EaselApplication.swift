@@ -30,6 +30,8 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
         .addRoutes(to: router)
     let webSockets = WebSocketController(scheduler: scheduler)
     webSockets.addHTTPRoutes(to: router)
+    MCPController(settings: settings).addRoutes(to: router)
+    WebController(router: router, logger: logger).addRoutes(to: router)
     let webSocketRouter = Router(context: EaselWebSocketContext.self)
     webSockets.addRoutes(to: webSocketRouter)
 
