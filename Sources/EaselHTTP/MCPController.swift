@@ -11,8 +11,10 @@ import NIOCore
 /// DELETE answer 405, which clients take as "no server stream"). Each request gets its
 /// own MCP server, whose tools call this server's HTTP API over loopback with the
 /// caller's `Authorization` header, so API keys apply to MCP as to any other client.
-struct MCPController<Context: RequestContext> {
+struct MCPController {
     let settings: Settings
+
+    typealias Context = EaselRequestContext
 
     func addRoutes(to router: Router<Context>) {
         router.post("/mcp", use: handle)

@@ -8,9 +8,11 @@ import NIOCore
 /// at `/openapi.json`, and the page's files under `/static/`. They come from the `web/`
 /// folder, found beside the executable (or a parent folder: a build inside the checkout)
 /// or in the working folder, the way the runner package is found.
-struct WebController<Context: RequestContext> {
+struct WebController {
+    typealias Context = EaselRequestContext
+
     let folder: URL?
-    let routes: RouteInventory<Context>
+    let routes: RouteInventory
     let logger: Logger
 
     init(router: Router<Context>, logger: Logger) {
@@ -83,12 +85,12 @@ struct WebController<Context: RequestContext> {
 
 /// The routes the router ended up with, read once the server runs (routes are added
 /// after this controller's), to warn about any the OpenAPI document lacks.
-final class RouteInventory<Context: RequestContext>: @unchecked Sendable {
-    private let router: Router<Context>
+final class RouteInventory: @unchecked Sendable {
+    private let router: Router<EaselRequestContext>
     private let lock = NSLock()
     private var checked = false
 
-    init(router: Router<Context>) { self.router = router }
+    init(router: Router<EaselRequestContext>) { self.router = router }
 
     /// `METHOD /path` of every route, with `{name}` captures as OpenAPI writes them.
     /// Wildcard routes (the page's static files) are left out.
