@@ -108,9 +108,10 @@ final class RouteInventory: @unchecked Sendable {
         for (path, item) in paths {
             for method in (item as? [String: Any] ?? [:]).keys { documented.insert("\(method.uppercased()) \(path)") }
         }
-        let missing = registered.filter { !documented.contains($0) }.sorted()
+        let routes = registered
+        let missing = routes.filter { !documented.contains($0) }.sorted()
         if missing.isEmpty {
-            logger.debug("openapi.json documents every route")
+            logger.debug("openapi.json documents every route (\(routes.count) routes)")
         } else {
             logger.warning("routes missing from the OpenAPI document (web/openapi.json): \(missing.joined(separator: ", "))")
         }
