@@ -16,7 +16,7 @@ from easel_server import EASEL, EaselServer, get_job, submit, wait_until
 mcp = pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
-from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared.exceptions import McpError  # noqa: E402
 
 TOOLS = {"generate_image", "list_models", "get_job", "cancel_job"}
@@ -42,7 +42,7 @@ async def stdio_session(server):
 
 @asynccontextmanager
 async def http_session(server):
-    async with streamablehttp_client(server.url + "/mcp") as (read, write, _):
+    async with streamable_http_client(server.url + "/mcp") as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
             yield session

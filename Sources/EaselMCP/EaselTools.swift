@@ -155,9 +155,9 @@ public enum EaselTools {
         } catch let error as EaselAPIClient.APIError where error.isInvalidRequest {
             throw MCPError.invalidParams(error.field.map { "\($0): \(error.message)" } ?? error.message)
         } catch let error as EaselAPIClient.APIError {
-            return .init(content: [.text(error.description)], isError: true)
+            return .init(content: [text(error.description)], isError: true)
         } catch let error as EaselAPIClient.ConnectionError {
-            return .init(content: [.text(error.description)], isError: true)
+            return .init(content: [text(error.description)], isError: true)
         }
     }
 
@@ -188,7 +188,7 @@ public enum EaselTools {
 
         let submitted = try await client.submitJob(body)
         guard let jobID = submitted["id"] as? String else {
-            return .init(content: [.text("Easel did not return a job id")], isError: true)
+            return .init(content: [text("Easel did not return a job id")], isError: true)
         }
         let job: [String: Any]
         do {
@@ -211,7 +211,7 @@ public enum EaselTools {
         }
         var summary: [String: Any] = ["models": models]
         if let defaultModel = list["default_model"], !(defaultModel is NSNull) { summary["default_model"] = defaultModel }
-        return .init(content: [.text(jsonText(summary))], isError: false)
+        return .init(content: [text(jsonText(summary))], isError: false)
     }
 
     static func getJob(_ arguments: [String: Value], client: EaselAPIClient) async throws -> CallTool.Result {
@@ -221,8 +221,12 @@ public enum EaselTools {
 
     static func cancelJob(_ arguments: [String: Value], client: EaselAPIClient) async throws -> CallTool.Result {
         let arguments = try Arguments(arguments, known: ["job_id"])
-        let job = try await client.cancelJob(try arguments.jobID())
-        return .init(content: [.text(jsonText(summary(of: job, client: client)))], isError: false)
+        var job = try await client.cancelJob(try arguments.jobID())
+        // A running job stops at its next step: wait a little for it, so the answer is final.
+        if let id = job["id"] as? String, !["succeeded", "failed", "cancelled"].contains(job["state"] as? String ?? "") {
+            job = try await client.waitForJob(id, timeout: 30)
+        }
+        return .init(content: [text(jsonText(summary(of: job, client: client)))], isError: false)
     }
 
     /// A job as a tool result: a JSON summary, and the images once it succeeded.
@@ -236,18 +240,18 @@ public enum EaselTools {
                 guard let path = image["url"] as? String else { continue }
                 let data = try await client.image(path)
                 let format = image["format"] as? String ?? "png"
-                content.append(.image(data: data.base64EncodedString(), mimeType: "image/\(format)", metadata: nil))
+                content.append(.image(data: data.base64EncodedString(), mimeType: "image/\(format)", annotations: nil, _meta: nil))
             }
         case "failed":
             let error = job["error"] as? [String: Any]
             let message = "The job failed: \(error?["message"] as? String ?? "no reason given")"
-            return .init(content: [.text(message), .text(jsonText(summary))], isError: true)
+            return .init(content: [text(message), text(jsonText(summary))], isError: true)
         case "cancelled":
-            return .init(content: [.text("The job was cancelled."), .text(jsonText(summary))], isError: true)
+            return .init(content: [text("The job was cancelled."), text(jsonText(summary))], isError: true)
         default:
             summary["note"] = "The job has not finished yet; call get_job with this job_id later to get the image."
         }
-        content.insert(.text(jsonText(summary)), at: 0)
+        content.insert(text(jsonText(summary)), at: 0)
         return .init(content: content, isError: false)
     }
 
@@ -277,6 +281,8 @@ public enum EaselTools {
         }
         return summary
     }
+
+    static func text(_ text: String) -> Tool.Content { .text(text: text, annotations: nil, _meta: nil) }
 
     static func jsonText(_ object: [String: Any]) -> String {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
