@@ -76,7 +76,7 @@ def test_generate_shows_progress_previews_and_the_image(page, web_server):
     # Choices come from the server: the models, and the sampler list (a fallback while
     # the server has no /v1/samplers).
     assert "Euler a" in page.locator("#sampler option").all_inner_texts()
-    fill(page, "a lighthouse at dusk", steps=16)
+    fill(page, "a lighthouse at dusk", steps=8)
     page.fill("#negative-prompt", "fog")
     page.click("#seed-mode")  # lock the seed
     page.fill("#seed", "1234")
@@ -95,7 +95,7 @@ def test_generate_shows_progress_previews_and_the_image(page, web_server):
     # The job's own record matches what the form asked for.
     job = requests.get(web_server.url + "/v1/jobs?limit=1", timeout=10).json()["data"][0]
     assert job["parameters"]["prompt"] == "a lighthouse at dusk" and job["parameters"]["negative_prompt"] == "fog"
-    assert job["parameters"]["seed"] == 1234 and job["parameters"]["steps"] == 16
+    assert job["parameters"]["seed"] == 1234 and job["parameters"]["steps"] == 8
     # The new image is first in the gallery without a reload.
     assert page.inner_text("#gallery .card:first-child .prompt") == "a lighthouse at dusk"
 
@@ -115,7 +115,7 @@ def test_previews_stream_while_running_and_cancel_stops_the_job(page, web_server
 
 
 def test_reload_shows_the_gallery_and_reuse_settings_fills_the_form(page, web_server):
-    fill(page, "a red fox in snow", width=64, height=96, steps=4)
+    fill(page, "a red fox in snow", width=64, height=96, steps=2)
     page.click("#generate")
     page.wait_for_selector("#current img.result", timeout=120_000)
 
@@ -135,8 +135,14 @@ def test_reload_shows_the_gallery_and_reuse_settings_fills_the_form(page, web_se
     assert page.input_value("#prompt") == "a lighthouse at dusk"
     assert page.input_value("#negative-prompt") == "fog"
     assert page.input_value("#seed") == "1234" and page.get_attribute("#seed-mode", "aria-pressed") == "true"
-    assert (page.input_value("#width"), page.input_value("#height"), page.input_value("#steps")) == ("128", "128", "16")
+    assert (page.input_value("#width"), page.input_value("#height"), page.input_value("#steps")) == ("128", "128", "8")
 
+    # The reused settings (fewer steps, to be quick) keep the seed and the size.
+    page.fill("#steps", "3")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#current img.result", timeout=120_000)
+    assert page.eval_on_selector("#current img.result", "img => [img.naturalWidth, img.dataset.seed]") == [128, "1234"]
+    assert page.locator("#gallery .card").count() == 3
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
 

@@ -137,11 +137,18 @@ function showError(error) {
   }
 }
 
+// Icons drawn inline: emoji need fonts that a server's browser may lack.
+const ICONS = {
+  dice: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true"><rect x="3" y="3" width="18" height="18" rx="4"/><circle cx="8" cy="8" r="1.3" fill="currentColor"/><circle cx="16" cy="8" r="1.3" fill="currentColor"/><circle cx="12" cy="12" r="1.3" fill="currentColor"/><circle cx="8" cy="16" r="1.3" fill="currentColor"/><circle cx="16" cy="16" r="1.3" fill="currentColor"/></svg>',
+  lock: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true"><rect x="4" y="11" width="16" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/></svg>',
+};
+
 function setSeedLocked(locked) {
   state.seedLocked = locked;
   localStorage.setItem(SEED_STORAGE, String(locked));
   const button = $("seed-mode");
-  button.textContent = locked ? "🔒" : "🎲";
+  button.innerHTML = locked ? ICONS.lock : ICONS.dice;
+  button.setAttribute("aria-label", locked ? "seed locked" : "random seed");
   button.setAttribute("aria-pressed", String(locked));
   button.title = locked ? "Seed locked: every generation uses this seed (click for random seeds)"
     : "Random seed for each image (click to lock the seed)";
