@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from easel_server import EASEL, EaselServer, get_job, submit, wait_until
+from easel_server import EASEL, get_job, submit, wait_until
 
 mcp = pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
@@ -23,12 +23,9 @@ TOOLS = {"generate_image", "list_models", "get_job", "cancel_job"}
 
 
 @pytest.fixture(scope="module")
-def mcp_server(tiny_models, tmp_path_factory):
-    easel = EaselServer(tmp_path_factory.mktemp("mcp"), tiny_models, "--default-model", "tiny").start()
-    try:
-        yield easel.wait_ready()
-    finally:
-        easel.stop()
+def mcp_server(server):
+    """The shared server: MCP needs nothing of its own."""
+    return server
 
 
 @asynccontextmanager
@@ -153,12 +150,14 @@ def test_a_job_that_outlasts_wait_seconds_comes_back_as_a_job_id(mcp_server):
     async def scenario(session):
         result = await session.call_tool("generate_image", {"prompt": "slow", "size": "128x128", "steps": 150, "wait_seconds": 1})
         summary = text_json(result)
+        waited = text_json(await session.call_tool("get_job", {"job_id": summary["job_id"], "wait_seconds": 1}))
         await session.call_tool("cancel_job", {"job_id": summary["job_id"]})
-        return result, summary
+        return result, summary, waited
 
-    result, summary = run("http", mcp_server, scenario)
+    result, summary, waited = run("http", mcp_server, scenario)
     assert not result.isError and summary["state"] in ("queued", "running")
     assert "get_job" in summary["note"] and not any(item.type == "image" for item in result.content)
+    assert waited["state"] in ("queued", "running") and waited["job_id"] == summary["job_id"]
 
 
 def test_easel_mcp_reports_an_unreachable_server_as_a_tool_error(mcp_server):

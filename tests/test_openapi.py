@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from easel_server import REPO, EaselServer, wait_until
+from easel_server import REPO, wait_until
 
 openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
 
@@ -15,15 +15,9 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @pytest.fixture(scope="module")
-def docs_server(tiny_models, tmp_path_factory):
-    # Debug logging shows the server's own check of its routes against the document.
-    easel = EaselServer(tmp_path_factory.mktemp("openapi"), tiny_models, "--default-model", "tiny", "--log-level", "debug",
-                        "--no-preload").start()
-    try:
-        easel.first_health()
-        yield easel
-    finally:
-        easel.stop()
+def docs_server(server):
+    """The shared server: it logs its own check of its routes against the document."""
+    return server
 
 
 @pytest.fixture(scope="module")

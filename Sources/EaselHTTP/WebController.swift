@@ -111,7 +111,7 @@ final class RouteInventory: @unchecked Sendable {
         let routes = registered
         let missing = routes.filter { !documented.contains($0) }.sorted()
         if missing.isEmpty {
-            logger.debug("openapi.json documents every route (\(routes.count) routes)")
+            logger.notice("openapi.json documents every route (\(routes.count) routes)")
         } else {
             logger.warning("routes missing from the OpenAPI document (web/openapi.json): \(missing.joined(separator: ", "))")
         }

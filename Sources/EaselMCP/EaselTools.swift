@@ -83,7 +83,7 @@ public enum EaselTools {
                     ]),
                     "wait_seconds": .object([
                         "type": "integer", "minimum": 1, "maximum": 3600,
-                        "description": "How long to wait for the image before returning only the job id (then poll get_job). Default: 600.",
+                        "description": "How long to wait for the image before returning only the job id (then call get_job with wait_seconds). Default: 240, below the 300-second read timeout of common MCP clients.",
                     ]),
                 ]),
                 "required": .array(["prompt"]),
@@ -110,11 +110,17 @@ public enum EaselTools {
                 Shows a generation job: its state (queued, running, succeeded, failed, cancelled), \
                 progress (step of total_steps, ETA in seconds), its parameters and, once it \
                 succeeded, its images (returned as images, with their URLs and seeds). Use it for a \
-                job that generate_image returned before it finished.
+                job that generate_image returned before it finished; wait_seconds makes it wait for the end.
                 """,
             inputSchema: .object([
                 "type": "object",
-                "properties": .object(["job_id": jobIDSchema]),
+                "properties": .object([
+                    "job_id": jobIDSchema,
+                    "wait_seconds": .object([
+                        "type": "integer", "minimum": 0, "maximum": 3600,
+                        "description": "Wait up to this many seconds for the job to finish before answering. Default: 0 (answer at once).",
+                    ]),
+                ]),
                 "required": .array(["job_id"]),
                 "additionalProperties": false,
             ]),
@@ -183,7 +189,7 @@ public enum EaselTools {
         if let model = try arguments.string("model") { body["model"] = model }
         if let cfg = try arguments.number("cfg_scale") { body["cfg_scale"] = cfg }
         if let sampler = try arguments.string("sampler") { body["sampler"] = sampler }
-        let wait = try arguments.integer("wait_seconds") ?? 600
+        let wait = try arguments.integer("wait_seconds") ?? 240
         guard (1...3600).contains(wait) else { throw MCPError.invalidParams("wait_seconds: must be between 1 and 3600") }
 
         let submitted = try await client.submitJob(body)
@@ -215,8 +221,12 @@ public enum EaselTools {
     }
 
     static func getJob(_ arguments: [String: Value], client: EaselAPIClient) async throws -> CallTool.Result {
-        let arguments = try Arguments(arguments, known: ["job_id"])
-        return try await result(for: try await client.job(try arguments.jobID()), client: client)
+        let arguments = try Arguments(arguments, known: ["job_id", "wait_seconds"])
+        let id = try arguments.jobID()
+        let wait = try arguments.integer("wait_seconds") ?? 0
+        guard (0...3600).contains(wait) else { throw MCPError.invalidParams("wait_seconds: must be between 0 and 3600") }
+        let job = wait > 0 ? try await client.waitForJob(id, timeout: TimeInterval(wait)) : try await client.job(id)
+        return try await result(for: job, client: client)
     }
 
     static func cancelJob(_ arguments: [String: Value], client: EaselAPIClient) async throws -> CallTool.Result {
@@ -249,7 +259,7 @@ public enum EaselTools {
         case "cancelled":
             return .init(content: [text("The job was cancelled."), text(jsonText(summary))], isError: true)
         default:
-            summary["note"] = "The job has not finished yet; call get_job with this job_id later to get the image."
+            summary["note"] = "The job has not finished yet; call get_job with this job_id (and wait_seconds) to get the image."
         }
         content.insert(text(jsonText(summary)), at: 0)
         return .init(content: content, isError: false)
