@@ -72,5 +72,6 @@ let package = Package(
         .testTarget(name: "EaselCoreTests", dependencies: ["EaselCore"]),
         .testTarget(name: "EaselRunnersTests", dependencies: ["EaselRunners"]),
         .testTarget(name: "EaselStoreTests", dependencies: ["EaselStore", "EaselCore"]),
+        .testTarget(name: "EaselMCPTests", dependencies: ["EaselMCP", .product(name: "MCP", package: "swift-sdk")]),
     ]
 )

@@ -57,12 +57,15 @@ public struct EaselAPIClient: Sendable {
         public var description: String { "cannot reach Easel at \(url): \(reason)" }
     }
 
-    public func url(_ path: String) -> URL {
-        URL(string: path, relativeTo: baseURL)!.absoluteURL
-    }
+    public func url(_ path: String) -> URL { Self.join(baseURL, path) }
 
-    public func publicURL(_ path: String) -> URL {
-        URL(string: path, relativeTo: publicBaseURL)?.absoluteURL ?? url(path)
+    public func publicURL(_ path: String) -> URL { Self.join(publicBaseURL, path) }
+
+    /// `path` under the base URL, keeping a base path (Easel behind a proxy at `/easel/`).
+    static func join(_ base: URL, _ path: String) -> URL {
+        var text = base.absoluteString
+        while text.hasSuffix("/") { text.removeLast() }
+        return URL(string: text + (path.hasPrefix("/") ? path : "/" + path)) ?? base
     }
 
     /// Sends a request; answers the body of a 2xx response, throws ``APIError`` otherwise.
