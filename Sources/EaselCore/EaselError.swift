@@ -11,6 +11,10 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         case modelNotFound = "model_not_found"
         case jobNotFound = "job_not_found"
         case imageNotFound = "image_not_found"
+        case presetNotFound = "preset_not_found"
+        case loraNotFound = "lora_not_found"
+        case modelBusy = "model_busy"
+        case overMemoryBudget = "over_memory_budget"
         case queueFull = "queue_full"
         case upgradeRequired = "upgrade_required"
         case shuttingDown = "shutting_down"
@@ -31,17 +35,17 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         public var httpStatus: Int {
             switch self {
             case .invalidJSON: 400
-            case .notFound, .modelNotFound, .jobNotFound, .imageNotFound: 404
+            case .notFound, .modelNotFound, .jobNotFound, .imageNotFound, .presetNotFound, .loraNotFound: 404
             case .methodNotAllowed: 405
             case .notAcceptable: 406
-            case .cancelled: 409
+            case .cancelled, .modelBusy: 409
             case .bodyTooLarge: 413
             case .invalidField, .unknownField, .unsupportedModel, .modelLoadFailed: 422
             case .upgradeRequired: 426
             case .queueFull: 429
             case .engineError, .internalError: 500
             case .runnerCrashed, .runnerProtocolError: 502
-            case .notReady, .runnerSetupFailed, .outOfMemory, .shuttingDown: 503
+            case .notReady, .runnerSetupFailed, .outOfMemory, .overMemoryBudget, .shuttingDown: 503
             case .runnerTimeout: 504
             }
         }

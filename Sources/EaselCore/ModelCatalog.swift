@@ -5,6 +5,8 @@ public struct ModelEntry: Sendable, Equatable, Codable {
     public enum Format: String, Sendable, Codable {
         case diffusers
         case singleFile = "single_file"
+        /// A GGUF file, served by stable-diffusion.cpp.
+        case gguf
     }
 
     /// The name requests use: the folder name, or the file name without its extension.
@@ -22,13 +24,14 @@ public struct ModelEntry: Sendable, Equatable, Codable {
     /// Why the model cannot be served; nil when it can.
     public var problem: String?
 
-    public var engine: String { "diffusers" }
+    /// The engine that serves this model.
+    public var engine: String { format == .gguf ? "stable-diffusion.cpp" : "diffusers" }
 }
 
 /// Lists the models in one folder. Model ids resolve only against this listing, so no
 /// request can name a path outside the folder.
 public struct ModelCatalog: Sendable {
-    public static let servedArchitectures: Set<String> = ["sd1", "sd2"]
+    public static let servedArchitectures: Set<String> = ["sd1", "sd2", "sdxl"]
     public let folder: URL
 
     public init(folder: URL) {
@@ -52,8 +55,8 @@ public struct ModelCatalog: Sendable {
     }
 
     /// The model with this id, or the error a client should see.
-    public func resolve(_ id: String) throws -> ModelEntry {
-        let entries = scan()
+    public func resolve(_ id: String, in listing: [ModelEntry]? = nil) throws -> ModelEntry {
+        let entries = listing ?? scan()
         guard let entry = entries.first(where: { $0.id == id || $0.fileName == id }) else {
             let known = entries.map(\.id).joined(separator: ", ")
             throw EaselError(
@@ -84,34 +87,34 @@ public struct ModelCatalog: Sendable {
             entry.architecture = (unetConfig?["cross_attention_dim"] as? Int) == 1024 ? "sd2" : "sd1"
         case "StableDiffusionXLPipeline":
             entry.architecture = "sdxl"
-            entry.problem = "SDXL is not served yet; SD 1.x and 2.x models are"
         case let other:
-            entry.problem = "pipeline '\(other ?? "unknown")' is not a Stable Diffusion 1.x/2.x pipeline"
+            entry.problem = "pipeline '\(other ?? "unknown")' is not a Stable Diffusion 1.x, 2.x or SDXL pipeline"
         }
         return entry
     }
 
     private func singleFileEntry(_ url: URL) -> ModelEntry? {
         let fileExtension = url.pathExtension.lowercased()
-        guard ["safetensors", "ckpt"].contains(fileExtension) else { return nil }
+        guard ["safetensors", "ckpt", "gguf"].contains(fileExtension) else { return nil }
         let stem = url.deletingPathExtension().lastPathComponent
         let configURL = url.deletingPathExtension().appendingPathExtension("config")
         let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.int64Value ?? 0
         var entry = ModelEntry(
-            id: stem, fileName: url.lastPathComponent, path: url.path, format: .singleFile,
+            id: stem, fileName: url.lastPathComponent, path: url.path, format: fileExtension == "gguf" ? .gguf : .singleFile,
             architecture: nil, sizeBytes: size,
             configDir: FileManager.default.fileExists(atPath: configURL.appendingPathComponent("model_index.json").path)
                 ? configURL.path : nil,
             problem: nil
         )
+        if fileExtension == "gguf" {
+            entry.problem = "GGUF models need the stable-diffusion.cpp engine, which this server does not have yet"
+        }
         guard fileExtension == "safetensors" else { return entry }
         do {
             let architecture = try CheckpointInspector.architecture(ofSafetensors: url)
             entry.architecture = architecture
             if !Self.servedArchitectures.contains(architecture) {
-                entry.problem = architecture == "sdxl"
-                    ? "SDXL is not served yet; SD 1.x and 2.x models are"
-                    : "architecture '\(architecture)' is not served; SD 1.x and 2.x models are"
+                entry.problem = "architecture '\(architecture)' is not served; SD 1.x, 2.x and SDXL models are"
             }
         } catch {
             entry.problem = "\(error)"
@@ -119,7 +122,7 @@ public struct ModelCatalog: Sendable {
         return entry
     }
 
-    private static func folderSize(_ url: URL) -> Int64 {
+    static func folderSize(_ url: URL) -> Int64 {
         guard let walker = FileManager.default.enumerator(at: url, includingPropertiesForKeys: [.fileSizeKey]) else { return 0 }
         var total: Int64 = 0
         for case let file as URL in walker {
@@ -171,5 +174,49 @@ public enum CheckpointInspector {
             throw Unreadable(description: "corrupt safetensors header (not JSON)")
         }
         return object.keys.filter { $0 != "__metadata__" }
+    }
+}
+
+/// A LoRA file in the LoRA folder.
+public struct LoraEntry: Sendable, Equatable, Codable {
+    /// The name requests use: the file name without its extension.
+    public var name: String
+    public var fileName: String
+    public var path: String
+    public var sizeBytes: Int64
+}
+
+/// Lists the LoRA files (`.safetensors`) of one folder; names resolve only against
+/// this listing, so no request can name a path outside it.
+public struct LoraCatalog: Sendable {
+    public let folder: URL
+
+    public init(folder: URL) {
+        self.folder = folder
+    }
+
+    public func scan() -> [LoraEntry] {
+        let fileManager = FileManager.default
+        guard let names = try? fileManager.contentsOfDirectory(atPath: folder.path) else { return [] }
+        return names.sorted().compactMap { name in
+            let url = folder.appendingPathComponent(name)
+            guard !name.hasPrefix("."), url.pathExtension.lowercased() == "safetensors",
+                let size = (try? fileManager.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.int64Value
+            else { return nil }
+            return LoraEntry(name: url.deletingPathExtension().lastPathComponent, fileName: name, path: url.path, sizeBytes: size)
+        }
+    }
+
+    public func resolve(_ name: String, field: String) throws -> LoraEntry {
+        let entries = scan()
+        guard let entry = entries.first(where: { $0.name == name || $0.fileName == name }) else {
+            let known = entries.map(\.name).joined(separator: ", ")
+            throw EaselError(
+                .loraNotFound,
+                "no LoRA '\(name)' in the LoRA folder; available: \(known.isEmpty ? "none" : known) (GET /v1/loras lists them)",
+                field: field
+            )
+        }
+        return entry
     }
 }

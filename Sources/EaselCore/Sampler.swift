@@ -49,3 +49,47 @@ public enum ImageFormat: String, Sendable, Codable, CaseIterable {
         self.init(rawValue: name.lowercased() == "jpg" ? "jpeg" : name.lowercased())
     }
 }
+
+/// Noise schedules, by the names AUTOMATIC1111 1.9+ lists as "Schedule type".
+/// `automatic` keeps the sampler's own; a sampler whose name ends in "Karras" already
+/// implies `karras`.
+public struct Scheduler: Sendable, Equatable, Codable {
+    public let name: String
+    public let label: String
+
+    public static let all: [Scheduler] = [
+        Scheduler(name: "automatic", label: "Automatic"),
+        Scheduler(name: "karras", label: "Karras"),
+        Scheduler(name: "exponential", label: "Exponential"),
+        Scheduler(name: "sgm_uniform", label: "SGM Uniform"),
+    ]
+
+    public static let defaultName = "automatic"
+
+    /// The scheduler a name or label refers to, ignoring case.
+    public static func named(_ name: String) -> Scheduler? {
+        let wanted = name.lowercased()
+        return all.first { $0.name == wanted || $0.label.lowercased() == wanted }
+    }
+}
+
+/// How the hires fix enlarges the first pass: in latent space, or as an image.
+public enum Upscaler {
+    public static let all = ["Latent", "Latent (nearest)", "Latent (bicubic)", "Latent (antialiased)", "Lanczos", "Nearest"]
+    public static let defaultName = "Latent"
+
+    public static func named(_ name: String) -> String? {
+        all.first { $0.lowercased() == name.lowercased() }
+    }
+}
+
+/// How an init image of another shape is fitted to the requested size
+/// (AUTOMATIC1111's resize modes 0, 1 and 2).
+public enum ResizeMode: String, Sendable, Codable, CaseIterable {
+    /// Stretch to the size.
+    case resize
+    /// Keep the aspect ratio and crop what overflows.
+    case crop
+    /// Keep the aspect ratio and fill the rest by stretching the edges.
+    case fill
+}

@@ -27,6 +27,18 @@ public struct Settings: ParsableArguments, Sendable {
     @Flag(inversion: .prefixedNo, help: "Load the default model at start-up.")
     public var preload = true
 
+    @Option(help: "Most models loaded at once; loading one more unloads the least recently used idle one.")
+    public var maxLoadedModels = 2
+
+    @Option(help: "Most bytes all loaded models may use together (runner memory); 0 means no budget.")
+    public var memoryBudget: Int64 = 0
+
+    @Option(help: "Seconds an idle model stays loaded; -1 keeps it until it must make room, 0 unloads it after each job.")
+    public var keepAlive = -1.0
+
+    @Option(help: "Folder scanned for LoRA files (.safetensors) (default: <models-dir>/loras).")
+    public var lorasDir: String?
+
     @Flag(inversion: .prefixedNo, help: "Create a tiny random-weight demo model when the models folder is empty.")
     public var demoModel = true
 
@@ -110,11 +122,13 @@ public struct Settings: ParsableArguments, Sendable {
             ("--max-width", maxWidth), ("--max-height", maxHeight), ("--max-pixels", maxPixels),
             ("--max-steps", maxSteps), ("--max-batch", maxBatch),
             ("--max-prompt-length", maxPromptLength), ("--max-body-bytes", maxBodyBytes),
-            ("--max-queue", maxQueue), ("--webhook-attempts", webhookAttempts),
+            ("--max-queue", maxQueue), ("--webhook-attempts", webhookAttempts), ("--max-loaded-models", maxLoadedModels),
         ]
         for (flag, value) in positive where value < 1 {
             throw ValidationError("\(flag) must be at least 1")
         }
+        guard memoryBudget >= 0 else { throw ValidationError("--memory-budget must be 0 (none) or more") }
+        guard keepAlive >= 0 || keepAlive == -1 else { throw ValidationError("--keep-alive must be -1 (forever) or 0 or more seconds") }
         guard runnerThreads >= 0 else { throw ValidationError("--runner-threads must be 0 or more") }
         guard previewEvery >= 0 else { throw ValidationError("--preview-every must be 0 or more") }
         guard retentionDays > 0, retentionMaxBytes > 0 else { throw ValidationError("retention limits must be positive") }
@@ -132,6 +146,9 @@ public struct Settings: ParsableArguments, Sendable {
     }
 
     public var modelsURL: URL { URL(fileURLWithPath: modelsDir).standardizedFileURL }
+    public var lorasURL: URL {
+        lorasDir.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? modelsURL.appendingPathComponent("loras")
+    }
     public var dataURL: URL { URL(fileURLWithPath: dataDir).standardizedFileURL }
     public var runnerVenvURL: URL {
         runnerVenv.map { URL(fileURLWithPath: $0).standardizedFileURL }

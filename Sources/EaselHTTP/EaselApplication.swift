@@ -11,7 +11,8 @@ import ServiceLifecycle
 /// services that start and stop with it.
 public func buildApplication(settings: Settings, logger: Logger) throws -> some ApplicationProtocol {
     let store = try SQLiteJobStore(folder: settings.dataURL.appendingPathComponent("store"))
-    let engine = Engine(settings: settings, logger: logger)
+    let parameters = GenerationParameters(store: store, limits: settings.limits)
+    let engine = Engine(settings: settings, parameters: parameters, logger: logger)
     let scheduler = JobScheduler(
         store: store, generator: engine,
         configuration: .init(
@@ -24,7 +25,9 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
     let router = Router(context: EaselRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     HealthController(engine: engine).addRoutes(to: router)
-    ModelsController(engine: engine).addRoutes(to: router)
+    ModelsController(engine: engine, maxBodyBytes: settings.maxBodyBytes).addRoutes(to: router)
+    ParametersController(parameters: parameters, maxBodyBytes: settings.maxBodyBytes).addRoutes(to: router)
+    CapabilitiesController(engine: engine).addRoutes(to: router)
     GenerationController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     JobsController(engine: engine, scheduler: scheduler, converter: engine.imageConverter, settings: settings)
         .addRoutes(to: router)

@@ -32,7 +32,7 @@ struct GenerationController {
 
         let jobId: String
         let images: [Image]
-        let parameters: GenerationParameters
+        let parameters: ParametersDocument
         let timings: GenerationTimings?
         let runner: RunnerInfo?
     }
@@ -77,7 +77,7 @@ struct GenerationController {
             GenerationResponse(
                 jobId: job.id,
                 images: images.map { image, data in .init(image: JobDocument.Image(image), base64: data.base64EncodedString()) },
-                parameters: GenerationParameters(job.spec), timings: job.timings, runner: job.runner
+                parameters: ParametersDocument(job.spec), timings: job.timings, runner: job.runner
             )
         )
     }

@@ -44,7 +44,7 @@ struct JobDocument: Encodable {
     let queuePosition: Int?
     let error: Job.Failure?
     let images: [Image]
-    let parameters: GenerationParameters
+    let parameters: ParametersDocument
     let webhook: Webhook?
     let timings: GenerationTimings?
     let runner: RunnerInfo?
@@ -66,7 +66,7 @@ struct JobDocument: Encodable {
         queuePosition = snapshot.queuePosition
         error = job.failure
         images = job.images.map(Image.init)
-        parameters = GenerationParameters(job.spec)
+        parameters = ParametersDocument(job.spec)
         webhook = job.webhook.map { Webhook(url: $0, status: job.webhookStatus) }
         timings = job.timings
         runner = job.runner
@@ -74,7 +74,7 @@ struct JobDocument: Encodable {
 }
 
 /// The resolved parameters of a generation, as responses echo them.
-struct GenerationParameters: Encodable {
+struct ParametersDocument: Encodable {
     let model: String
     let prompt: String
     let negativePrompt: String
@@ -83,11 +83,18 @@ struct GenerationParameters: Encodable {
     let steps: Int
     let cfgScale: Double
     let sampler: String
+    let scheduler: String
     let seed: UInt64
     let seeds: [UInt64]
     let batchSize: Int
     let outputFormat: ImageFormat
     let quality: Int
+    let loras: [GenerationSpec.Lora]
+    /// Set for img2img and inpainting; the images themselves are not echoed.
+    let denoisingStrength: Double?
+    let resizeMode: ResizeMode?
+    let inpainting: Bool
+    let hires: GenerationSpec.Hires?
 
     init(_ spec: GenerationSpec) {
         model = spec.modelID
@@ -98,11 +105,17 @@ struct GenerationParameters: Encodable {
         steps = spec.steps
         cfgScale = spec.cfgScale
         sampler = spec.sampler
+        scheduler = spec.scheduler
         seed = spec.seeds[0]
         seeds = spec.seeds
         batchSize = spec.batchSize
         outputFormat = spec.outputFormat
         quality = spec.quality
+        loras = spec.loras
+        denoisingStrength = spec.initImage?.denoisingStrength
+        resizeMode = spec.initImage?.resizeMode
+        inpainting = spec.initImage?.mask != nil
+        hires = spec.hires
     }
 }
 

@@ -19,69 +19,158 @@ public struct ModelListing: Sendable {
 
 /// The engine side of the server: the models folder, one worker per model, and the
 /// runner environment. It runs as a service: at start it sets the environment up,
-/// creates the demo model when the folder is empty and loads the default model; at
-/// shutdown it stops every runner.
+/// creates the demo model when the folder is empty and loads the default model; while it
+/// runs it unloads models whose keep-alive has passed; at shutdown it stops every runner.
+///
+/// Several models may be loaded at once, within `--max-loaded-models` and
+/// `--memory-budget`; loading one more unloads the least recently used one, waiting for
+/// its running job to end first: a running job is never interrupted to make room.
 public actor Engine: Service, ImageGenerator {
     public static let demoModelID = "demo-tiny-random"
 
     public nonisolated let settings: Settings
     public nonisolated let catalog: ModelCatalog
+    public nonisolated let loras: LoraCatalog
+    public nonisolated let parameters: GenerationParameters
     private nonisolated let environment: RunnerEnvironment
     private let logger: Logger
+    private var entries: [ModelEntry] = []
     private var workers: [String: ModelWorker] = [:]
+    /// Loads happen one at a time, so two cannot both take the same room.
+    private let loadTurn = TurnQueue()
     public private(set) var readiness = Readiness.starting("starting")
+    /// What the last runner to start said it serves.
+    public private(set) var runnerHello: RunnerHello?
 
-    public init(settings: Settings, logger: Logger) {
+    public init(settings: Settings, parameters: GenerationParameters, logger: Logger) {
         self.settings = settings
         self.catalog = ModelCatalog(folder: settings.modelsURL)
+        self.loras = LoraCatalog(folder: settings.lorasURL)
+        self.parameters = parameters
         self.environment = RunnerEnvironment(settings: settings, logger: logger)
         self.logger = logger
     }
 
     public func run() async throws {
         await start()
-        try? await gracefulShutdown()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.unloadExpiredModels() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
         await stop()
     }
 
+    // MARK: - Models
+
+    /// Rescans the models folder.
+    @discardableResult
+    public func refresh() -> [ModelEntry] {
+        entries = catalog.scan()
+        return entries
+    }
+
+    /// The model with this id; a miss rescans the folder once, for files added since.
+    public func resolve(_ id: String) throws -> ModelEntry {
+        if let entry = try? catalog.resolve(id, in: entries) { return entry }
+        return try catalog.resolve(id, in: refresh())
+    }
+
     /// The model a request without `model` gets.
-    public nonisolated func defaultModelID() -> String? {
-        settings.defaultModel ?? catalog.scan().first { $0.problem == nil }?.id
+    public func defaultModelID() -> String? {
+        settings.defaultModel ?? entries.first { $0.problem == nil }?.id
     }
-
-    /// Resolves the model and validates `request` against the server's limits.
-    public func prepare(_ request: GenerationRequest) throws -> GenerationSpec {
-        if case .starting(let phase) = readiness {
-            throw EaselError(.notReady, "the server is starting (\(phase)); retry when GET /health answers 200")
-        }
-        guard let modelID = request.model ?? defaultModelID() else {
-            throw EaselError(.modelNotFound, "no model is available; put a checkpoint in \(settings.modelsURL.path)", field: "model")
-        }
-        let entry = try catalog.resolve(modelID)
-        return try request.validated(modelID: entry.id, limits: settings.limits)
-    }
-
-    public func generate(
-        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
-    ) async throws -> GenerationOutput {
-        // `prepare` resolved the model already; rescanning the folder (headers, sizes) per job is waste.
-        let worker = try workers[spec.modelID] ?? worker(for: catalog.resolve(spec.modelID))
-        let output = try await worker.generate(spec, previewEvery: previewEvery, onProgress: onProgress)
-        readiness = .ready
-        return output
-    }
-
-    public nonisolated var imageConverter: ImageConverter { ImageConverter(environment: environment) }
 
     public func listModels() async -> [ModelListing] {
         let defaultID = defaultModelID()
         var listings: [ModelListing] = []
-        for entry in catalog.scan() {
+        for entry in entries {
             let runtime = await workers[entry.id]?.snapshot ?? ModelRuntime()
             listings.append(ModelListing(entry: entry, runtime: runtime, isDefault: entry.id == defaultID))
         }
         return listings
     }
+
+    public func listing(of modelID: String) async throws -> ModelListing {
+        let entry = try resolve(modelID)
+        let runtime = await workers[entry.id]?.snapshot ?? ModelRuntime()
+        return ModelListing(entry: entry, runtime: runtime, isDefault: entry.id == defaultModelID())
+    }
+
+    /// Loads a model (within the budget) and sets how long it stays loaded while idle:
+    /// `keepAlive` seconds, -1 for as long as it need not make room, nil for the setting.
+    public func load(_ modelID: String, keepAlive: Double?) async throws -> ModelListing {
+        let entry = try resolve(modelID)
+        let worker = worker(for: entry)
+        await worker.takeTurn()
+        do {
+            try await ensureLoaded(worker)
+            if let keepAlive { await worker.setKeepAlive(keepAlive < 0 ? nil : keepAlive) }
+            await worker.endTurn()
+        } catch {
+            await worker.endTurn()
+            throw error
+        }
+        return try await listing(of: entry.id)
+    }
+
+    /// Unloads a model; refuses while it generates or has jobs waiting for it.
+    public func unload(_ modelID: String) async throws -> ModelListing {
+        let entry = try resolve(modelID)
+        if let worker = workers[entry.id], await !worker.unloadIfIdle() {
+            throw EaselError(
+                .modelBusy, "model '\(entry.id)' is generating; unload it when its jobs are done (GET /v1/models shows its state)",
+                field: "model"
+            )
+        }
+        return try await listing(of: entry.id)
+    }
+
+    // MARK: - Generation
+
+    /// Resolves the preset, defaults, model and LoRAs of `request` and validates it
+    /// against the server's limits.
+    public func prepare(_ request: GenerationRequest) async throws -> GenerationSpec {
+        if case .starting(let phase) = readiness {
+            throw EaselError(.notReady, "the server is starting (\(phase)); retry when GET /health answers 200")
+        }
+        let (resolved, defaults) = try await parameters.resolve(request)
+        guard let modelID = resolved.model ?? defaultModelID() else {
+            throw EaselError(.modelNotFound, "no model is available; put a checkpoint in \(settings.modelsURL.path)", field: "model")
+        }
+        let entry = try resolve(modelID)
+        let spec = try resolved.validated(modelID: entry.id, limits: settings.limits, defaults: defaults)
+        for (index, lora) in spec.loras.enumerated() {
+            _ = try loras.resolve(lora.name, field: "loras[\(index)].name")
+        }
+        return spec
+    }
+
+    public func generate(
+        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+    ) async throws -> GenerationOutput {
+        let worker = worker(for: try resolve(spec.modelID))
+        let loraPaths = try Dictionary(
+            spec.loras.map { ($0.name, try loras.resolve($0.name, field: "loras").path) }
+        ) { first, _ in first }
+        await worker.takeTurn()
+        do {
+            try await ensureLoaded(worker)
+            let output = try await worker.generateHoldingTurn(
+                spec, loraPaths: loraPaths, previewEvery: previewEvery, onProgress: onProgress
+            )
+            await worker.endTurn()
+            readiness = .ready
+            return output
+        } catch {
+            await worker.endTurn()
+            throw error
+        }
+    }
+
+    public nonisolated var imageConverter: ImageConverter { ImageConverter(environment: environment) }
+
+    // MARK: - Loading within the budget
 
     private func worker(for entry: ModelEntry) -> ModelWorker {
         if let worker = workers[entry.id], worker.entry == entry { return worker }
@@ -89,24 +178,96 @@ public actor Engine: Service, ImageGenerator {
         let timing = Runner.Timing(
             heartbeatTimeout: .seconds(settings.runnerHeartbeatTimeout), loadTimeout: .seconds(settings.runnerLoadTimeout)
         )
-        let worker = ModelWorker(entry: entry, settings: settings, logger: logger) {
+        let worker = ModelWorker(
+            entry: entry, keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive, settings: settings, logger: logger
+        ) {
             (try await environment.prepare(), timing)
         }
         workers[entry.id] = worker
         return worker
     }
 
+    /// Loads `worker`'s model, first unloading others until it fits; the caller holds
+    /// `worker`'s turn.
+    private func ensureLoaded(_ worker: ModelWorker) async throws {
+        guard await !worker.isLoaded else { return }
+        await loadTurn.take()
+        do {
+            if await !worker.isLoaded {
+                try await makeRoom(for: worker)
+                try await worker.loadHoldingTurn()
+                runnerHello = await worker.hello
+            }
+            await loadTurn.end()
+        } catch {
+            await loadTurn.end()
+            throw error
+        }
+    }
+
+    private func makeRoom(for target: ModelWorker) async throws {
+        let budget = settings.memoryBudget
+        let needed = target.entry.sizeBytes
+        if budget > 0, needed > budget {
+            throw EaselError(
+                .overMemoryBudget,
+                "model '\(target.entry.id)' needs about \(needed) bytes, more than the whole memory budget (\(budget) bytes, --memory-budget)",
+                field: "model"
+            )
+        }
+        while true {
+            var loaded: [(worker: ModelWorker, runtime: ModelRuntime)] = []
+            for worker in workers.values where worker !== target {
+                let runtime = await worker.snapshot
+                if runtime.state != .unloaded { loaded.append((worker, runtime)) }
+            }
+            let used = loaded.reduce(Int64(0)) { $0 + ($1.runtime.memoryBytes ?? $1.worker.entry.sizeBytes) }
+            let fits = loaded.count < settings.maxLoadedModels && (budget == 0 || used + needed <= budget)
+            if fits { return }
+            // Least recently used first; one whose turn is free can go now, another only
+            // once its running job has ended.
+            let byAge = loaded.sorted { ($0.runtime.lastUsed ?? .distantPast) < ($1.runtime.lastUsed ?? .distantPast) }
+            var unloadedOne = false
+            for candidate in byAge where await candidate.worker.isIdle {
+                if await candidate.worker.unloadIfIdle() {
+                    unloadedOne = true
+                    break
+                }
+            }
+            if !unloadedOne, let oldest = byAge.first {
+                await oldest.worker.takeTurn()
+                await oldest.worker.stopRunner()
+                await oldest.worker.endTurn()
+            }
+            try Task.checkCancellation()
+        }
+    }
+
+    private func unloadExpiredModels() async {
+        while !Task.isCancelled {
+            for worker in workers.values {
+                _ = await worker.unloadIfExpired(now: Date())
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    // MARK: - Start and stop
+
     private func start() async {
         do {
+            readiness = .starting("reading saved defaults and presets")
+            try await parameters.restore()
             readiness = .starting("setting up the runner environment")
             _ = try await environment.prepare()
-            if settings.demoModel, catalog.scan().isEmpty {
+            if settings.demoModel, refresh().isEmpty {
                 readiness = .starting("creating the demo model")
                 try await createDemoModel()
             }
+            refresh()
             if settings.preload, let modelID = defaultModelID() {
                 readiness = .starting("loading model \(modelID)")
-                try await worker(for: try catalog.resolve(modelID)).load()
+                _ = try await load(modelID, keepAlive: nil)
             }
             readiness = .ready
             logger.notice("ready")
@@ -125,7 +286,10 @@ public actor Engine: Service, ImageGenerator {
     }
 
     private func stop() async {
-        for worker in workers.values { await worker.unload() }
+        for worker in workers.values {
+            await worker.stopRunner()
+        }
         workers = [:]
     }
 }
+

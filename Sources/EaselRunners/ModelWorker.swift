@@ -16,28 +16,41 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
     public var loadCount = 0
     public var memoryBytes: Int64?
     public var lastUsed: Date?
+    /// When the current load began, while `state` is `loading`.
+    public var loadingSince: Date?
+    /// Seconds the model stays loaded while idle; nil keeps it loaded.
+    public var keepAlive: Double?
+    /// When an idle model will be unloaded, if nothing uses it before.
+    public var expiresAt: Date? {
+        guard state == .idle, let keepAlive, let lastUsed else { return nil }
+        return lastUsed.addingTimeInterval(keepAlive)
+    }
     public var step: Int?
     public var totalSteps: Int?
     /// Requests waiting for this model's runner.
     public var waiting = 0
 }
 
-/// One model and the runner that serves it. Requests take turns in arrival order; a
-/// runner that is lost is replaced on the next request.
+/// One model and the runner that serves it. Whoever uses the runner (a generation, a
+/// load, an unload) first takes a turn, in arrival order, so an unload never interrupts
+/// a running job; a runner that is lost is replaced on the next request.
 actor ModelWorker {
     let entry: ModelEntry
     private let launcher: @Sendable () async throws -> (RunnerLaunch, Runner.Timing)
     private let settings: Settings
     private let logger: Logger
     private var runner: Runner?
-    /// The samplers the current runner's engine serves.
-    private var samplers: [String] = []
+    /// What the current runner's engine said it serves.
+    private(set) var hello: RunnerHello?
     private var runtime = ModelRuntime()
-    private var busy = false
-    private var turnWaiters: [CheckedContinuation<Void, Never>] = []
+    private let turns = TurnQueue()
 
-    init(entry: ModelEntry, settings: Settings, logger: Logger, launcher: @escaping @Sendable () async throws -> (RunnerLaunch, Runner.Timing)) {
+    init(
+        entry: ModelEntry, keepAlive: Double?, settings: Settings, logger: Logger,
+        launcher: @escaping @Sendable () async throws -> (RunnerLaunch, Runner.Timing)
+    ) {
         self.entry = entry
+        runtime.keepAlive = keepAlive
         self.settings = settings
         self.logger = logger
         self.launcher = launcher
@@ -45,21 +58,41 @@ actor ModelWorker {
 
     var snapshot: ModelRuntime { runtime }
 
-    /// Loads the model unless a live runner already holds it; returns the seconds spent loading.
-    @discardableResult
-    func load() async throws -> Double {
-        await takeTurn()
-        defer { endTurn() }
-        return try await ensureRunner().1
+    /// Whether a live runner holds the model; ask while holding the turn.
+    var isLoaded: Bool {
+        get async {
+            guard let runner else { return false }
+            return await runner.isAlive
+        }
     }
 
-    func generate(
-        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+    /// Whether a runner is loaded and nobody holds a turn: an unload now would interrupt nothing.
+    var isIdle: Bool {
+        get async {
+            guard runner != nil else { return false }
+            return await !turns.isBusy
+        }
+    }
+
+    func setKeepAlive(_ seconds: Double?) {
+        runtime.keepAlive = seconds
+    }
+
+    /// Loads the model unless a live runner already holds it; the caller holds the turn.
+    /// Returns the seconds spent loading.
+    @discardableResult
+    func loadHoldingTurn() async throws -> Double {
+        try await ensureRunner().1
+    }
+
+    /// Generates; the caller holds the turn.
+    func generateHoldingTurn(
+        _ spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int,
+        onProgress: @escaping @Sendable (GenerationProgress) -> Void
     ) async throws -> GenerationOutput {
-        await takeTurn()
-        defer { endTurn() }
         let (runner, loadSeconds) = try await ensureRunner()
         try Task.checkCancellation()
+        let samplers = hello?.samplers ?? []
         guard samplers.contains(spec.sampler) else {
             throw EaselError.invalid(
                 "sampler", "'\(spec.sampler)' is not available in this engine; choose one of: \(samplers.joined(separator: ", "))"
@@ -75,7 +108,7 @@ actor ModelWorker {
             runtime.lastUsed = Date()
         }
         do {
-            let result = try await runner.generate(spec, previewEvery: previewEvery) { progress in
+            let result = try await runner.generate(spec, loraPaths: loraPaths, previewEvery: previewEvery) { progress in
                 onProgress(progress)
                 Task { await self.progressed(step: progress.step, total: progress.total) }
             }
@@ -92,17 +125,36 @@ actor ModelWorker {
         }
     }
 
-    func unload() async {
+    /// Stops the runner now: a generation in flight fails. Callers hold the turn, except
+    /// at shutdown, where the running job is kept to run again after the next start.
+    func stopRunner() async {
         guard let runner else { return }
         self.runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed)
+        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, keepAlive: runtime.keepAlive, waiting: runtime.waiting)
+        logger.notice("unloaded model \(entry.id) (runner \(runner.pid))")
         await runner.shutdown()
+    }
+
+    /// Unloads unless someone holds or waits for a turn; says whether it did.
+    func unloadIfIdle() async -> Bool {
+        guard await turns.tryTake() else { return false }
+        await stopRunner()
+        await turns.end()
+        return true
+    }
+
+    /// Unloads when idle longer than its keep-alive; says whether it did.
+    func unloadIfExpired(now: Date) async -> Bool {
+        guard let expiresAt = runtime.expiresAt, expiresAt <= now else { return false }
+        return await unloadIfIdle()
     }
 
     private func ensureRunner() async throws -> (Runner, Double) {
         if let runner, await runner.isAlive { return (runner, 0) }
         if let lost = runner { await dropIfLost(lost) }
         runtime.state = .loading
+        runtime.loadingSince = Date()
+        defer { runtime.loadingSince = nil }
         let clock = ContinuousClock()
         let start = clock.now
         let (launch, timing) = try await launcher()
@@ -117,8 +169,9 @@ actor ModelWorker {
         do {
             let loaded = try await started.load(entry, device: settings.device, threads: settings.runnerThreads)
             runner = started
-            samplers = hello.samplers
+            self.hello = hello
             runtime.state = .idle
+            runtime.lastUsed = Date()
             runtime.runnerPid = started.pid
             runtime.device = loaded.device
             runtime.dtype = loaded.dtype
@@ -137,7 +190,7 @@ actor ModelWorker {
         guard await !lost.isAlive, runner === lost else { return }
         logger.warning("runner \(lost.pid) of model \(entry.id) is gone; the next request starts a new one")
         runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, waiting: runtime.waiting)
+        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, keepAlive: runtime.keepAlive, waiting: runtime.waiting)
     }
 
     private func progressed(step: Int, total: Int) {
@@ -146,22 +199,14 @@ actor ModelWorker {
         runtime.totalSteps = total
     }
 
-    private func takeTurn() async {
-        guard busy else {
-            busy = true
-            return
-        }
+    func takeTurn() async {
         runtime.waiting += 1
-        await withCheckedContinuation { turnWaiters.append($0) }
+        await turns.take()
         runtime.waiting -= 1
     }
 
-    private func endTurn() {
-        if turnWaiters.isEmpty {
-            busy = false
-        } else {
-            turnWaiters.removeFirst().resume()
-        }
+    func endTurn() async {
+        await turns.end()
     }
 }
 

@@ -83,17 +83,12 @@ actor Runner {
     }
 
     func generate(
-        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+        _ spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int,
+        onProgress: @escaping @Sendable (GenerationProgress) -> Void
     ) async throws -> GenerationResult {
         try Task.checkCancellation()
         let id = newCallID("generate")
-        let message = RunnerRequest.Generate(
-            id: id, prompt: spec.prompt, negativePrompt: spec.negativePrompt, width: spec.width, height: spec.height,
-            steps: spec.steps, cfgScale: spec.cfgScale, sampler: spec.sampler, seeds: spec.seeds,
-            outputFormat: spec.outputFormat.rawValue, quality: spec.quality,
-            infotexts: spec.seeds.indices.map { spec.infotext(forImage: $0, version: EaselVersion.current) },
-            previewEvery: previewEvery
-        )
+        let message = RunnerRequest.Generate(id: id, spec: spec, loraPaths: loraPaths, previewEvery: previewEvery)
         let reply = try await withTaskCancellationHandler {
             try await call(id: id, message, deadline: nil, onProgress: onProgress)
         } onCancel: {
@@ -215,8 +210,8 @@ actor Runner {
             pending.removeValue(forKey: loaded.id)?.continuation.resume(returning: event)
         case .result(let id, _):
             pending.removeValue(forKey: id)?.continuation.resume(returning: event)
-        case .failure(let id, let code, let message):
-            let error = Self.easelError(runnerCode: code, message: message)
+        case .failure(let id, let code, let message, let field):
+            let error = Self.easelError(runnerCode: code, message: message, field: field)
             if let id, let call = pending.removeValue(forKey: id) {
                 call.continuation.resume(throwing: error)
             } else {
@@ -275,8 +270,9 @@ actor Runner {
         return error
     }
 
-    static func easelError(runnerCode: String, message: String) -> EaselError {
+    static func easelError(runnerCode: String, message: String, field: String? = nil) -> EaselError {
         switch runnerCode {
+        case "invalid_input": EaselError(.invalidField, message, field: field)
         case "cancelled": EaselError(.cancelled, message)
         case "out_of_memory": EaselError(.outOfMemory, "the engine ran out of memory: \(message); try a smaller size or batch")
         case "model_load_failed": EaselError(.modelLoadFailed, message, field: "model")

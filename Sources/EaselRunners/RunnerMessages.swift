@@ -21,6 +21,20 @@ enum RunnerRequest {
     }
 
     struct Generate: Encodable {
+        struct Lora: Encodable {
+            let name: String
+            let path: String
+            let weight: Double
+        }
+
+        struct Hires: Encodable {
+            let width: Int
+            let height: Int
+            let upscaler: String
+            let steps: Int
+            let denoisingStrength: Double
+        }
+
         let type = "generate"
         let id: String
         let prompt: String
@@ -30,11 +44,52 @@ enum RunnerRequest {
         let steps: Int
         let cfgScale: Double
         let sampler: String
+        let scheduler: String
         let seeds: [UInt64]
         let outputFormat: String
         let quality: Int
         let infotexts: [String]
         let previewEvery: Int
+        let loras: [Lora]
+        let initImage: Data?
+        let denoisingStrength: Double?
+        let resizeMode: String?
+        let mask: Data?
+        let maskBlur: Int?
+        let invertMask: Bool?
+        let inpaintFullRes: Bool?
+        let inpaintFullResPadding: Int?
+        let hires: Hires?
+
+        init(id: String, spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int) {
+            self.id = id
+            prompt = spec.prompt
+            negativePrompt = spec.negativePrompt
+            width = spec.width
+            height = spec.height
+            steps = spec.steps
+            cfgScale = spec.cfgScale
+            sampler = spec.sampler
+            scheduler = spec.scheduler
+            seeds = spec.seeds
+            outputFormat = spec.outputFormat.rawValue
+            quality = spec.quality
+            infotexts = spec.seeds.indices.map { spec.infotext(forImage: $0, version: EaselVersion.current) }
+            self.previewEvery = previewEvery
+            loras = spec.loras.map { Lora(name: $0.name, path: loraPaths[$0.name] ?? $0.name, weight: $0.weight) }
+            initImage = spec.initImage?.image
+            denoisingStrength = spec.initImage?.denoisingStrength
+            resizeMode = spec.initImage?.resizeMode.rawValue
+            let mask = spec.initImage?.mask
+            self.mask = mask?.image
+            maskBlur = mask?.blur
+            invertMask = mask?.invert
+            inpaintFullRes = mask?.onlyMasked
+            inpaintFullResPadding = mask?.padding
+            hires = spec.hires.map {
+                Hires(width: $0.width, height: $0.height, upscaler: $0.upscaler, steps: $0.steps, denoisingStrength: $0.denoisingStrength)
+            }
+        }
     }
 
     struct Control: Encodable {
@@ -49,7 +104,7 @@ enum RunnerEvent: Sendable {
     case loaded(LoadedModel)
     case progress(id: String, GenerationProgress)
     case result(id: String, GenerationResult)
-    case failure(id: String?, code: String, message: String)
+    case failure(id: String?, code: String, message: String, field: String?)
     case pong(id: String)
     case bye
 
@@ -67,6 +122,7 @@ enum RunnerEvent: Sendable {
     private struct Failure: Decodable {
         let code: String
         let message: String
+        let field: String?
     }
 
     static func decode(_ payload: Data) throws -> RunnerEvent {
@@ -86,7 +142,7 @@ enum RunnerEvent: Sendable {
         case "result": return .result(id: try requireID(), try decoder.decode(GenerationResult.self, from: payload))
         case "error":
             let failure = try decoder.decode(Failure.self, from: payload)
-            return .failure(id: envelope.id, code: failure.code, message: failure.message)
+            return .failure(id: envelope.id, code: failure.code, message: failure.message, field: failure.field)
         case "pong": return .pong(id: try requireID())
         case "bye": return .bye
         default: throw Frame.Malformed(description: "unknown message type '\(envelope.type)'")
@@ -104,6 +160,10 @@ public struct RunnerHello: Decodable, Sendable, Equatable {
     public let deviceName: String?
     public let torchVersion: String?
     public let samplers: [String]
+    public let schedulers: [String]?
+    public let upscalers: [String]?
+    public let architectures: [String]?
+    public let features: [String]?
 }
 
 /// A runner's answer to `load`.

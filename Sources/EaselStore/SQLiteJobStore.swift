@@ -12,7 +12,7 @@ public final class SQLiteJobStore: JobStore {
     public let folder: URL
     /// Where the image files are.
     public let imagesFolder: URL
-    private let dbPool: DatabasePool
+    let dbPool: DatabasePool
 
     /// Opens the store in `folder`, creating the folder, the database and `images/` as
     /// needed, and brings the schema up to date.
@@ -45,6 +45,18 @@ public final class SQLiteJobStore: JobStore {
                 );
                 CREATE INDEX job_state ON job(state);
                 CREATE INDEX job_created_at ON job(created_at);
+                """)
+        }
+        migrator.registerMigration("v2-parameters") { db in
+            try db.execute(sql: """
+                CREATE TABLE setting (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    document TEXT NOT NULL
+                );
+                CREATE TABLE preset (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    document TEXT NOT NULL
+                );
                 """)
         }
         return migrator

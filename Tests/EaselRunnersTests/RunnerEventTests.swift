@@ -93,7 +93,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
 
     @Test func errorWithID() throws {
         let event = try decode(#"{"type": "error", "id": "gen-7", "code": "cancelled", "message": "cancelled at step 3 of 20"}"#)
-        guard case .failure(let id, let code, let message) = event else {
+        guard case .failure(let id, let code, let message, _) = event else {
             Issue.record("expected error, got \(event)"); return
         }
         #expect(id == "gen-7")
@@ -107,7 +107,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
     ])
     func errorWithoutID(json: String) throws {
         let event = try decode(json)
-        guard case .failure(let id, let code, let message) = event else {
+        guard case .failure(let id, let code, let message, _) = event else {
             Issue.record("expected error, got \(event)"); return
         }
         #expect(id == nil)
