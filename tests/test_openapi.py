@@ -50,7 +50,9 @@ def test_every_documented_route_exists(docs_server, document):
     for path, item in document["paths"].items():
         url = docs_server.url + re.sub(r"\{[^}]+\}", "no-such-thing", path)
         for method in METHODS:
-            if method not in item:
+            # DELETE /v1/defaults would reset the shared server's defaults; the server's own
+            # route check above covers it.
+            if method not in item or (method, path) == ("delete", "/v1/defaults"):
                 continue
             # A body that is not JSON reaches the handler without queueing anything.
             response = requests.request(method, url, data="{", timeout=30,

@@ -416,7 +416,8 @@ async function loadChoices() {
 
 function samplerNames(answer) {
   const list = Array.isArray(answer) ? answer : answer?.data || answer?.samplers;
-  const names = (list || []).map((s) => typeof s === "string" ? s : s.name || s.id).filter(Boolean);
+  const names = (list || []).filter((s) => s && s.available !== false)
+    .map((s) => typeof s === "string" ? s : s.name || s.id).filter(Boolean);
   return names.length ? names : FALLBACK_SAMPLERS;
 }
 
