@@ -23,7 +23,7 @@ struct EaselCommand: AsyncParsableCommand {
             A flag beats the environment, which beats the file.
             """,
         version: EaselVersion.current,
-        subcommands: [Serve.self, Setup.self]
+        subcommands: [Serve.self, Setup.self, MCPCommand.self]
     )
 
     /// Reads the environment and the config file into flags before parsing, so that one

@@ -46,6 +46,8 @@ public func buildApplication(settings: Settings, logger: Logger, shutdownGate: S
         .addRoutes(to: router)
     let webSockets = WebSocketController(scheduler: scheduler)
     webSockets.addHTTPRoutes(to: router)
+    MCPController(settings: settings).addRoutes(to: router)
+    WebController(router: router, logger: logger).addRoutes(to: router)
     let webSocketRouter = Router(context: EaselWebSocketContext.self)
     webSocketRouter.add(middleware: AccessMiddleware(keys: apiKeys, settings: settings, address: { _ in nil }))
     webSockets.addRoutes(to: webSocketRouter)
