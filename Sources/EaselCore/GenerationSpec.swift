@@ -268,6 +268,9 @@ extension GenerationRequest {
 
     private func validatedHires(width: Int, height: Int, limits: Limits) throws -> GenerationSpec.Hires? {
         guard let hires else { return nil }
+        if initImage != nil {
+            throw EaselError.invalid("hires", "works with text-to-image only; drop hires or init_image")
+        }
         let targetWidth: Int
         let targetHeight: Int
         if hires.width != nil || hires.height != nil {
@@ -284,6 +287,9 @@ extension GenerationRequest {
         let finalWidth = try Self.checkSide("hires.width", targetWidth, max: limits.maxWidth)
         let finalHeight = try Self.checkSide("hires.height", targetHeight, max: limits.maxHeight)
         try Self.checkPixels("hires.width", finalWidth, finalHeight, limits: limits)
+        guard finalWidth >= width, finalHeight >= height else {
+            throw EaselError.invalid("hires.width", "× hires.height must be at least the first pass's \(width)×\(height); the hires fix enlarges")
+        }
         let upscalerName = hires.upscaler ?? Upscaler.defaultName
         guard let upscaler = Upscaler.named(upscalerName) else {
             throw EaselError.invalid("hires.upscaler", "'\(upscalerName)' is not known; choose one of: \(Upscaler.all.joined(separator: ", "))")

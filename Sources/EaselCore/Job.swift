@@ -12,14 +12,22 @@ public struct Job: Codable, Sendable, Equatable, Identifiable {
     public struct Failure: Codable, Sendable, Equatable {
         public var code: String
         public var message: String
+        /// The request field at fault, when there is one.
+        public var field: String?
 
-        public init(code: String, message: String) {
+        public init(code: String, message: String, field: String? = nil) {
             self.code = code
             self.message = message
+            self.field = field
         }
 
         public init(_ error: EaselError) {
-            self.init(code: error.code.rawValue, message: error.message)
+            self.init(code: error.code.rawValue, message: error.message, field: error.field)
+        }
+
+        /// The failure as the error a client of a synchronous request gets.
+        public var error: EaselError {
+            EaselError(EaselError.Code(rawValue: code) ?? .internalError, message, field: field)
         }
     }
 

@@ -101,7 +101,7 @@ struct GenerationController {
             throw EaselError(.shuttingDown, "the server shut down before job \(id) finished; it runs again after the next start")
         }
         if let failure = job.failure, job.state != .succeeded {
-            throw EaselError(EaselError.Code(rawValue: failure.code) ?? .internalError, failure.message)
+            throw failure.error
         }
         return job
     }

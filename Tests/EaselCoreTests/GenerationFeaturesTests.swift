@@ -54,6 +54,8 @@ private func fieldOfError(_ body: String) -> String? {
         (#"{"hires": {"upscaler": "ESRGAN"}}"#, "hires.upscaler"),
         (#"{"hires": {"denoising_strength": -1}}"#, "hires.denoising_strength"),
         (#"{"scheduler": "linear"}"#, "scheduler"),
+        (#"{"width": 512, "hires": {"width": 256}}"#, "hires.width"),
+        (#"{"init_image": "\#(pngBase64)", "hires": {"scale": 2}}"#, "hires"),
         (#"{"loras": [{"name": "x", "weight": 9}]}"#, "loras[0].weight"),
         (#"{"prompt": "<lora:x:lots>"}"#, "prompt"),
     ])
