@@ -60,6 +60,8 @@ final class EaselMetrics: Sendable {
     // MARK: - Requests
 
     func recordRequest(method: String, route: String, status: Int, duration: Duration) {
+        // Clients choose methods; only the known ones become label values.
+        let method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(method) ? method : "other"
         registry.counter(
             name: "easel_http_requests_total", labels: [("method", method), ("route", route), ("status", String(status))],
             help: "HTTP requests by route and status"

@@ -161,16 +161,21 @@ struct StatusController<Context: RequestContext> {
         let loaded = models.filter { $0.runtime.state != .unloaded }.map { Readiness.Model(id: $0.entry.id, state: $0.runtime.state.rawValue) }
         var (status, reason) = Self.describe(readiness)
         var ready = Self.isReady(readiness, overview)
+        let defaultModel = await engine.defaultModelID()
         if overview.draining {
             status = "shutting_down"
             reason = "the server is shutting down"
+        } else if ready, defaultModel == nil, loaded.isEmpty {
+            ready = false
+            status = "no_model"
+            reason = "no model is available; put a checkpoint in the models folder"
         } else if ready, let wanted = request.uri.queryParameters["model"].map(String.init), !loaded.contains(where: { $0.id == wanted }) {
             ready = false
             status = "not_loaded"
             reason = models.contains { $0.entry.id == wanted } ? "model \(wanted) is not loaded" : "no model '\(wanted)'"
         }
         var response = JSONResponse.make(
-            Readiness(ready: ready, status: status, reason: reason, defaultModel: await engine.defaultModelID(), loadedModels: loaded),
+            Readiness(ready: ready, status: status, reason: reason, defaultModel: defaultModel, loadedModels: loaded),
             status: ready ? .ok : .serviceUnavailable
         )
         if !ready { response.headers[.retryAfter] = "5" }
