@@ -188,3 +188,29 @@ def test_docs_page_lists_the_api(browser, web_server):
     page.locator("details.op", has_text="/v1/txt2img").first.locator("summary").click()
     assert "cfg_scale" in page.locator("details.op[open]").inner_text()
     page.close()
+
+
+def test_with_api_keys_the_page_loads_and_asks_for_the_key(browser, tiny_models, tmp_path_factory):
+    easel = EaselServer(tmp_path_factory.mktemp("web-keys"), tiny_models, "--default-model", "tiny",
+                        "--api-key", "secret-key-2").start()
+    try:
+        easel.wait_ready()
+        for path in ("/", "/docs", "/openapi.json", "/static/app.js"):
+            assert requests.get(easel.url + path, timeout=10).status_code == 200, path
+        assert requests.get(easel.url + "/v1/models", timeout=10).status_code == 401
+        page = browser.new_page()
+        page.goto(easel.url + "/")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "API key" in page.inner_text("#error")
+        page.click("#key-button")
+        page.fill("#api-key", "secret-key-2")
+        page.click("#key-save")
+        page.wait_for_selector("#model option[value='tiny']", state="attached")
+        fill(page, "behind a key", width=64, height=64, steps=2)
+        page.click("#generate")
+        page.wait_for_selector("#current img.result", timeout=120_000)
+        assert page.eval_on_selector("#current img.result", "img => img.naturalWidth") == 64
+        assert page.is_hidden("#error")
+        page.close()
+    finally:
+        easel.stop()

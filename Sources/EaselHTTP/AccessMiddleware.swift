@@ -138,7 +138,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         if path == "/health" { return try await next(request, context) }
         var context = context
         var client = address(context)
-        if !keys.isEmpty, !openPaths.contains(path) {
+        if !keys.isEmpty, !openPaths.contains(path), !WebController.isPageFile(path) {
             let presented = APIKeys.credentials(in: request.headers[.authorization])
             guard let id = presented.lazy.compactMap(keys.match).first else {
                 throw EaselError(

@@ -31,6 +31,12 @@ struct WebController {
         })
     }
 
+    /// The page's own files hold no data (everything comes through the API, which checks
+    /// the key), so they load without a key: the page asks for one.
+    static func isPageFile(_ path: String) -> Bool {
+        ["/", "/docs", "/openapi.json"].contains(path) || path.hasPrefix("/static/")
+    }
+
     static let mediaTypes: [String: String] = [
         "html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "mjs": "text/javascript; charset=utf-8",
         "css": "text/css; charset=utf-8", "json": "application/json", "svg": "image/svg+xml", "png": "image/png",
