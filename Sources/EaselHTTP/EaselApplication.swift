@@ -31,6 +31,10 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
     GenerationController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     JobsController(engine: engine, scheduler: scheduler, converter: engine.imageConverter, settings: settings)
         .addRoutes(to: router)
+    let dialects = DialectState(engine: engine, scheduler: scheduler)
+    A1111Controller(engine: engine, scheduler: scheduler, settings: settings, state: dialects).addRoutes(to: router)
+    OpenAIImagesController(engine: engine, scheduler: scheduler, settings: settings, converter: engine.imageConverter).addRoutes(to: router)
+    SDCppController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     let webSockets = WebSocketController(scheduler: scheduler)
     webSockets.addHTTPRoutes(to: router)
     let webSocketRouter = Router(context: EaselWebSocketContext.self)
@@ -50,7 +54,7 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
         configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "Easel/\(EaselVersion.current)"),
         // Shutdown runs in reverse: the scheduler drains first, so the notifier still
         // sees the jobs that finish while it drains.
-        services: [engine, notifier, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger)],
+        services: [engine, notifier, dialects, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger)],
         onServerRunning: { channel in
             logger.notice("listening on http://\(settings.host):\(channel.localAddress?.port ?? settings.port)")
         },
