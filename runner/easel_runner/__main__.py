@@ -19,7 +19,7 @@ def main():
     def handle(job):
         if job.message["type"] == "load":
             return {"type": "loaded", "id": job.id, **diffusers_engine.load(messages.parse_load(job.message))}
-        request = messages.parse_generate(job.message, samplers.available())
+        request = messages.parse_generate(job.message, samplers.available(), samplers.SCHEDULERS)
 
         def on_progress(step, total, preview=None):
             frame = {"type": "progress", "id": job.id, "step": step, "total": total}
@@ -42,7 +42,7 @@ def main():
         try:
             reply = handle(job)
         except RunnerError as exc:
-            reply = {"type": "error", "id": job.id, "code": exc.code, "message": exc.message}
+            reply = exc.frame(job.id)
         except Exception as exc:  # a bug must cost one request, not the runner
             traceback.print_exc(file=sys.stderr)
             reply = {"type": "error", "id": job.id, "code": "engine_error", "message": f"{type(exc).__name__}: {exc}"}

@@ -1,4 +1,5 @@
-"""The diffusers engine: loads one Stable Diffusion 1.x/2.x pipeline and generates with it."""
+"""The diffusers engine: loads one Stable Diffusion 1.x/2.x/XL pipeline and generates with
+it: txt2img, img2img, inpainting and hires fix, with LoRAs."""
 
 import base64
 import gc
@@ -14,18 +15,28 @@ import traceback
 
 import torch
 import transformers
-from diffusers import StableDiffusionPipeline
+from diffusers import (AutoPipelineForImage2Image, AutoPipelineForInpainting, StableDiffusionPipeline,
+                       StableDiffusionXLPipeline)
 from diffusers.utils import logging as diffusers_logging
+from PIL import Image
 from safetensors import safe_open
 
-from . import imaging, ldm, preview, samplers
+from . import imaging, inpainting, ldm, messages, preview, samplers
 from .errors import RunnerError
-from .tokenizer import clip_tokenizer
+from .loras import LoraCache
+from .tokenizer import pipeline_tokenizers
 
-ARCHITECTURES = ("sd1", "sd2")
+ARCHITECTURES = ("sd1", "sd2", "sdxl")
+FEATURES = ("txt2img", "img2img", "inpaint", "hires", "lora")
 CONFIGS = pathlib.Path(__file__).parent / "configs"
-_SUPPORTED = "this engine serves Stable Diffusion 1.x (sd1) and 2.x (sd2) models"
+_SUPPORTED = "this engine serves Stable Diffusion 1.x (sd1), 2.x (sd2) and SDXL base (sdxl) models"
+_PIPELINES = {"sd1": StableDiffusionPipeline, "sd2": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
+_FOLDER_CLASSES = {"StableDiffusionPipeline": None, "StableDiffusionXLPipeline": "sdxl"}
 _WARMUP_SIZE = 64
+_LATENT_MODES = {"Latent": {"mode": "bilinear"}, "Latent (nearest)": {"mode": "nearest"},
+                 "Latent (bicubic)": {"mode": "bicubic"},
+                 "Latent (antialiased)": {"mode": "bilinear", "antialias": True}}
+_IMAGE_FILTERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 # Loading progress bars would only clutter the server's log with carriage returns.
 diffusers_logging.disable_progress_bar()
@@ -47,13 +58,28 @@ def describe():
     else:
         device, device_name = "cpu", f"{platform.machine()} ({os.cpu_count()} threads)"
     return {"engines": ["diffusers"], "device": device, "device_name": device_name,
-            "torch_version": torch.__version__, "samplers": list(samplers.available())}
+            "torch_version": torch.__version__, "samplers": list(samplers.available()),
+            "schedulers": list(samplers.SCHEDULERS), "upscalers": list(messages.UPSCALERS),
+            "architectures": list(ARCHITECTURES), "features": list(FEATURES)}
+
+
+class _Model:
+    """A loaded pipeline, the img2img and inpaint pipelines that share its weights, and
+    its LoRAs."""
+
+    def __init__(self, pipe):
+        self.txt2img = pipe
+        self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        self.inpaint = AutoPipelineForInpainting.from_pipe(pipe)
+        for each in (self.img2img, self.inpaint):
+            each.set_progress_bar_config(disable=True)
+        self.scheduler_config = pipe.scheduler.config
+        self.loras = LoraCache(pipe)
 
 
 class DiffusersEngine:
     def __init__(self):
-        self._pipe = None
-        self._scheduler_config = None
+        self._model = None
         self.load_count = 0
 
     def load(self, request):
@@ -69,12 +95,12 @@ class DiffusersEngine:
             pipe = _open_pipeline(request, architecture, dtype)
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
-            scheduler_config = pipe.scheduler.config
+            model = _Model(pipe)
             # The first call after a load pays for kernel selection and allocator growth.
             pipe(prompt="", width=_WARMUP_SIZE, height=_WARMUP_SIZE, num_inference_steps=1, output_type="pil")
         except Exception as exc:
             raise _runner_error(exc, "model_load_failed") from exc
-        self._pipe, self._scheduler_config = pipe, scheduler_config
+        self._model = model
         self.load_count += 1
         return {"model_id": request.model_id, "architecture": architecture, "device": device.type,
                 "dtype": str(dtype).removeprefix("torch."), "load_seconds": round(time.monotonic() - started, 3),
@@ -83,46 +109,117 @@ class DiffusersEngine:
     def generate(self, request, on_progress, cancelled):
         """The encoded images of `request`; `on_progress(step, total, preview)` after each step,
         `preview` being None or the `preview` object of the `progress` frame."""
-        if self._pipe is None:
+        model = self._model
+        if model is None:
             raise RunnerError("not_loaded", "generate before a successful load")
         started = time.monotonic()
-        total = request.steps
-        reported = 0
-
-        def on_step_end(pipe, index, timestep, tensors):
-            # Some schedulers run more than one model call per step (Heun, DPM2: 2n-1,
-            # PNDM: n+1); progress counts the requested steps.
-            nonlocal reported
-            step = math.ceil((index + 1) * total / pipe.num_timesteps)
-            if step > reported:
-                reported = step
-                on_progress(step, total, _preview(request, step, total, tensors))
-            if cancelled.is_set():
-                raise _Cancelled(step)
-            return tensors
-
+        progress = _Progress(request, on_progress, cancelled)
         try:
-            if cancelled.is_set():
-                raise _Cancelled(0)
-            self._pipe.scheduler = samplers.make_scheduler(request.sampler, self._scheduler_config)
-            output = self._pipe(
-                prompt=request.prompt, negative_prompt=request.negative_prompt, width=request.width,
-                height=request.height, num_inference_steps=total, guidance_scale=request.cfg_scale,
-                num_images_per_prompt=len(request.seeds),
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds],
-                output_type="pil", callback_on_step_end=on_step_end)
+            progress.check_cancelled()
+            model.loras.activate(request.loras)
+            try:
+                generated = _generate(model, request, progress)
+            finally:
+                model.loras.deactivate()
             images = [_encoded(image, seed, request, infotext)
-                      for image, seed, infotext in zip(output.images, request.seeds, request.infotexts)]
+                      for image, seed, infotext in zip(generated, request.seeds, request.infotexts)]
         except _Cancelled as exc:
-            raise RunnerError("cancelled", f"cancelled at step {exc.step} of {total}") from None
+            raise RunnerError("cancelled", f"cancelled at step {exc.step} of {progress.total}") from None
         except Exception as exc:
             raise _runner_error(exc, "engine_error") from exc
         return images, round(time.monotonic() - started, 3)
 
     def _release(self):
-        if self._pipe is not None:
-            self._pipe = self._scheduler_config = None
+        if self._model is not None:
+            self._model = None
             _free_memory()
+
+
+def pass_steps(request):
+    """The denoising steps each pass of `request` runs: img2img and the hires pass run
+    int(steps x denoising_strength) of their steps, as diffusers and A1111 do."""
+    if request.init_image is not None:
+        return [min(int(request.steps * request.denoising_strength), request.steps)]
+    if request.hires is None:
+        return [request.steps]
+    hires_steps = request.hires.steps or request.steps
+    return [request.steps, int(hires_steps * request.hires.denoising_strength)]
+
+
+class _Progress:
+    """Counts steps across the passes of one generation, sends progress and previews,
+    and stops the pipeline at a step boundary once cancelled."""
+
+    def __init__(self, request, on_progress, cancelled):
+        self._request = request
+        self._on_progress = on_progress
+        self._cancelled = cancelled
+        self._passes = pass_steps(request)
+        self.total = sum(self._passes)
+        self._offset = self._steps = self._reported = 0
+
+    def begin_pass(self):
+        self.check_cancelled()
+        self._offset += self._steps
+        self._steps = self._passes[0]
+        self._passes = self._passes[1:]
+        return self._steps
+
+    def check_cancelled(self):
+        if self._cancelled.is_set():
+            raise _Cancelled(self._reported)
+
+    def on_step_end(self, pipe, index, timestep, tensors):
+        # Some schedulers run more than one model call per step (Heun, DPM2: 2n-1,
+        # PNDM: n+1); progress counts the requested steps.
+        step = self._offset + math.ceil((index + 1) * self._steps / pipe.num_timesteps)
+        if step > self._reported:
+            self._reported = step
+            self._on_progress(step, self.total, _preview(self._request, step, self.total, tensors))
+        self.check_cancelled()
+        return tensors
+
+
+def _generate(model, request, progress):
+    """The PIL images of `request`, one per seed."""
+    if request.inpaint is not None:
+        prepared = inpainting.prepare(request.init_image, request.inpaint, request.resize_mode, request.width,
+                                      request.height)
+        images = _run_pass(model, model.inpaint, request, progress, image=prepared.image,
+                           mask_image=prepared.mask, width=request.width, height=request.height,
+                           strength=request.denoising_strength, num_inference_steps=request.steps)
+        return [inpainting.paste_back(image, prepared) for image in images]
+    if request.init_image is not None:
+        image = imaging.resize_image(request.resize_mode, request.init_image, request.width, request.height)
+        return _run_pass(model, model.img2img, request, progress, image=image,
+                         strength=request.denoising_strength, num_inference_steps=request.steps)
+    hires = request.hires
+    latent_upscale = hires is not None and hires.upscaler in _LATENT_MODES
+    first = _run_pass(model, model.txt2img, request, progress, width=request.width, height=request.height,
+                      num_inference_steps=request.steps, output_type="latent" if latent_upscale else "pil")
+    if hires is None:
+        return first
+    if latent_upscale:
+        scale = model.txt2img.vae_scale_factor
+        upscaled = torch.nn.functional.interpolate(
+            first, size=(hires.height // scale, hires.width // scale), **_LATENT_MODES[hires.upscaler])
+    else:
+        upscaled = [image.resize((hires.width, hires.height), _IMAGE_FILTERS[hires.upscaler]) for image in first]
+    return _run_pass(model, model.img2img, request, progress, image=upscaled, strength=hires.denoising_strength,
+                     num_inference_steps=hires.steps or request.steps)
+
+
+def _run_pass(model, pipe, request, progress, **arguments):
+    """One pipeline call for the whole batch; a fresh scheduler and fresh generators each
+    pass, so that every pass depends on the seeds alone."""
+    progress.begin_pass()
+    pipe.scheduler = samplers.make_scheduler(request.sampler, model.scheduler_config, request.scheduler)
+    arguments.setdefault("output_type", "pil")
+    output = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt,
+                  guidance_scale=request.cfg_scale, num_images_per_prompt=len(request.seeds),
+                  generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds],
+                  callback_on_step_end=progress.on_step_end, **arguments)
+    return output.images
 
 
 def _preview(request, step, total, tensors):
@@ -162,7 +259,7 @@ def _architecture(request):
         return _folder_architecture(pathlib.Path(request.path), declared)
     detected = ldm.detect_architecture(_tensor_names(request.path))
     if detected not in ARCHITECTURES:
-        found = "an SDXL checkpoint" if detected == "sdxl" else "no Stable Diffusion 1.x/2.x checkpoint"
+        found = "an SDXL refiner checkpoint" if detected == "sdxl_refiner" else "no Stable Diffusion checkpoint"
         raise RunnerError("unsupported_model", f"{request.path} is {found}: {_SUPPORTED}")
     if declared is not None and declared != detected:
         raise RunnerError("model_load_failed",
@@ -176,8 +273,15 @@ def _folder_architecture(path, declared):
     except (OSError, ValueError) as exc:
         raise RunnerError("model_load_failed", f"not a diffusers folder: {exc}") from None
     kind = index.get("_class_name")
-    if kind != "StableDiffusionPipeline":
+    if kind not in _FOLDER_CLASSES:
         raise RunnerError("unsupported_model", f"{path} holds a {kind}: {_SUPPORTED}")
+    if _FOLDER_CLASSES[kind] is not None:
+        detected = _FOLDER_CLASSES[kind]
+        if declared is not None and declared != detected:
+            raise RunnerError("model_load_failed", f"{path} was declared {declared} but holds a {kind}")
+        return detected
+    if declared == "sdxl":
+        raise RunnerError("model_load_failed", f"{path} was declared sdxl but holds a {kind}")
     if declared is not None:
         return declared
     try:
@@ -202,17 +306,20 @@ def _tensor_names(path):
 
 
 def _open_pipeline(request, architecture, dtype):
-    # The safety checker is off; the tokenizer is always the one the runner ships.
-    options = {"dtype": dtype, "local_files_only": True, "safety_checker": None,
-               "feature_extractor": None, "requires_safety_checker": False,
-               "tokenizer": clip_tokenizer(architecture)}
+    # The tokenizers are always the ones the runner ships.
+    options = {"dtype": dtype, "local_files_only": True, **pipeline_tokenizers(architecture)}
+    if architecture == "sdxl":
+        options["add_watermarker"] = False
+    else:  # the safety checker is off
+        options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline_class = _PIPELINES[architecture]
     if request.format == "diffusers":
-        return StableDiffusionPipeline.from_pretrained(request.path, **options)
+        return pipeline_class.from_pretrained(request.path, **options)
     config_dir = request.config_dir or str(CONFIGS / architecture)
     if not os.path.isdir(config_dir):
         # diffusers would take the name for a model hub repository.
         raise RunnerError("model_load_failed", f"config_dir {config_dir} is not a folder")
-    return StableDiffusionPipeline.from_single_file(request.path, config=config_dir, **options)
+    return pipeline_class.from_single_file(request.path, config=config_dir, **options)
 
 
 def _encoded(image, seed, request, infotext):

@@ -1,9 +1,14 @@
-"""Encoding generated images with their infotext, as AUTOMATIC1111 does."""
+"""Images in and out: decoding request images, A1111's resize modes, encoding results
+with their infotext."""
 
+import base64
+import binascii
 import io
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from .errors import invalid_input
 
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
@@ -28,3 +33,59 @@ def encode(image, output_format, quality, infotext):
         image.save(buffer, _PIL_FORMATS[output_format], quality=quality, exif=exif)
     return buffer.getvalue()
 
+
+
+_INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def decode_input(data, field):
+    """The image that base64 string `data` of request field `field` holds (PNG, JPEG or
+    WebP; a `data:` URL prefix is allowed); anything else is an `invalid_input`."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=True)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_input(field, f"{field} is not valid base64: {exc}") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise invalid_input(field, f"{field} is not a readable PNG, JPEG or WebP image: {exc}") from None
+    if image.format not in _INPUT_FORMATS:
+        raise invalid_input(field, f"{field} is a {image.format} image: send PNG, JPEG or WebP")
+    return image
+
+
+def resize_image(mode, image, width, height):
+    """`image` brought to width x height as AUTOMATIC1111's resize modes do it:
+    `resize` stretches, `crop` fills the frame and crops the overflow, `fill` fits the
+    image inside and fills the bands by stretching its edge rows or columns."""
+    if mode == "resize":
+        return image.resize((width, height), Image.Resampling.LANCZOS)
+    ratio, source_ratio = width / height, image.width / image.height
+    fits_width = ratio > source_ratio if mode == "crop" else ratio < source_ratio
+    if fits_width:
+        size = (width, image.height * width // image.width)
+    else:
+        size = (image.width * height // image.height, height)
+    resized = image.resize(size, Image.Resampling.LANCZOS)
+    result = Image.new(image.mode, (width, height))
+    result.paste(resized, box=(width // 2 - size[0] // 2, height // 2 - size[1] // 2))
+    if mode == "fill":
+        _stretch_edges(result, resized, width, height)
+    return result
+
+
+def _stretch_edges(result, resized, width, height):
+    if resized.width == width:
+        band = height // 2 - resized.height // 2
+        if band > 0:
+            result.paste(resized.resize((width, band), box=(0, 0, width, 0)), box=(0, 0))
+            result.paste(resized.resize((width, band), box=(0, resized.height, width, resized.height)),
+                         box=(0, band + resized.height))
+    else:
+        band = width // 2 - resized.width // 2
+        if band > 0:
+            result.paste(resized.resize((band, height), box=(0, 0, 0, height)), box=(0, 0))
+            result.paste(resized.resize((band, height), box=(resized.width, 0, resized.width, height)),
+                         box=(band + resized.width, 0))

@@ -1,13 +1,18 @@
-"""The original (LDM/CompVis) single-file checkpoint layout of Stable Diffusion.
+"""The original (LDM/CompVis, and Stability's SGM for SDXL) single-file checkpoint layout.
 
 `detect_architecture` tells the model family from tensor names. `to_ldm` writes a
 diffusers pipeline's weights in that layout; diffusers only ships the opposite direction
 (diffusers.loaders.single_file_utils), and this is its inverse.
 """
 
+import torch
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+# SDXL: CLIP ViT-L as in SD 1.x, and OpenCLIP bigG in OpenCLIP's own layout.
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_LAYERS = {
     "time_embedding.linear_1.": "time_embed.0.",
@@ -15,7 +20,18 @@ _UNET_LAYERS = {
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    # SDXL's embedding of the size and crop conditioning.
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
+_OPENCLIP_LAYERS = {
+    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm.weight": "ln_final.weight",
+    "text_model.final_layer_norm.bias": "ln_final.bias",
+}
+_OPENCLIP_BLOCK = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.",
+                   "mlp.fc2.": "mlp.c_proj.", "self_attn.out_proj.": "attn.out_proj."}
 _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
                 "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
@@ -24,14 +40,17 @@ _VAE_UNCHANGED = ("encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.", "
 
 
 def detect_architecture(keys):
-    """'sd1', 'sd2', 'sdxl', or None when the tensors are no Stable Diffusion checkpoint."""
+    """'sd1', 'sd2', 'sdxl', 'sdxl_refiner', or None when the tensors are no Stable
+    Diffusion checkpoint."""
     keys = list(keys)
 
     def has(prefix):
         return any(k.startswith(prefix) for k in keys)
 
-    if has("conditioner.embedders."):
+    if has("conditioner.embedders.1."):
         return "sdxl"
+    if has("conditioner.embedders."):
+        return "sdxl_refiner"  # OpenCLIP bigG alone
     if not has(UNET_PREFIX):
         return None
     if has("cond_stage_model.model."):
@@ -41,8 +60,9 @@ def detect_architecture(keys):
     return None
 
 
-def to_ldm(unet_state, unet_config, vae_state, vae_config, text_encoder_state):
-    """One LDM-layout state dict from the diffusers state dicts of an SD 1.x pipeline."""
+def to_ldm(unet_state, unet_config, vae_state, vae_config, text_encoder_state, text_encoder_2_state=None):
+    """One LDM-layout state dict from the diffusers state dicts of an SD 1.x pipeline, or
+    of an SDXL one when the second (OpenCLIP) text encoder is given."""
     checkpoint = {}
     unet_map = _unet_prefixes(unet_config)
     for key, tensor in unet_state.items():
@@ -54,10 +74,42 @@ def to_ldm(unet_state, unet_config, vae_state, vae_config, text_encoder_state):
             # LDM's VAE attention uses 1x1 convolutions where diffusers uses linear layers.
             tensor = tensor[:, :, None, None]
         checkpoint[VAE_PREFIX + name] = tensor
+    clip_prefix = CLIP_PREFIX if text_encoder_2_state is None else SDXL_CLIP_PREFIX
     for key, tensor in text_encoder_state.items():
         # transformers 5 flattened CLIPTextModel (no `text_model.` level); LDM keeps it.
-        checkpoint[CLIP_PREFIX + key.removeprefix("text_model.")] = tensor
+        checkpoint[clip_prefix + key.removeprefix("text_model.")] = tensor
+    if text_encoder_2_state is not None:
+        checkpoint.update({SDXL_OPENCLIP_PREFIX + k: v for k, v in _to_openclip(text_encoder_2_state).items()})
     return {k: v.contiguous() for k, v in checkpoint.items()}
+
+
+def _to_openclip(state):
+    """A CLIPTextModelWithProjection state dict in OpenCLIP's layout: one fused q/k/v
+    projection per block, and the text projection as a matrix applied from the right."""
+    converted, fused = {}, {}
+    for key, tensor in state.items():
+        if key in _OPENCLIP_LAYERS:
+            converted[_OPENCLIP_LAYERS[key]] = tensor
+        elif key == "text_projection.weight":
+            converted["text_projection"] = tensor.T
+        elif key.startswith("text_model.encoder.layers."):
+            index, _, rest = key.removeprefix("text_model.encoder.layers.").partition(".")
+            block = f"transformer.resblocks.{index}."
+            if rest.startswith(("self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.")):
+                projection, kind = rest.removeprefix("self_attn.").split(".")
+                fused.setdefault(f"{block}attn.in_proj_{kind}", {})[projection[0]] = tensor
+                continue
+            for new, old in _OPENCLIP_BLOCK.items():
+                if rest.startswith(new):
+                    converted[block + old + rest.removeprefix(new)] = tensor
+                    break
+            else:
+                raise ValueError(f"no OpenCLIP name for text encoder tensor {key!r}")
+        elif key != "text_model.embeddings.position_ids":
+            raise ValueError(f"no OpenCLIP name for text encoder tensor {key!r}")
+    for name, parts in fused.items():
+        converted[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return converted
 
 
 def _unet_prefixes(config):

@@ -1,8 +1,11 @@
 """Checked views of the `load` and `generate` requests."""
 
+import math
+import os
 from dataclasses import dataclass
 
-from .errors import RunnerError
+from . import imaging
+from .errors import RunnerError, invalid_input
 
 FORMATS = ("diffusers", "single_file")
 DEVICES = ("auto", "cpu", "cuda")
@@ -10,6 +13,15 @@ DTYPES = ("auto", "float32", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**64 - 1
 MAX_PREVIEW_EVERY = 2**31 - 1
+MAX_SIDE = 16384
+MAX_STEPS = 10000
+RESIZE_MODES = ("resize", "crop", "fill")
+LATENT_UPSCALERS = ("Latent", "Latent (nearest)", "Latent (bicubic)", "Latent (antialiased)")
+IMAGE_UPSCALERS = ("Lanczos", "Nearest")
+UPSCALERS = LATENT_UPSCALERS + IMAGE_UPSCALERS
+MAX_MASK_BLUR = 256
+MAX_PADDING = 4096
+MAX_LORA_WEIGHT = 100.0
 
 _REQUIRED = object()
 
@@ -40,6 +52,38 @@ class GenerateRequest:
     quality: int
     infotexts: list
     preview_every: int = 0
+    scheduler: str = "automatic"
+    loras: tuple = ()
+    init_image: object = None  # an RGB PIL image
+    denoising_strength: float = 0.75
+    resize_mode: str = "resize"
+    inpaint: object = None  # Inpaint
+    hires: object = None  # Hires
+
+
+@dataclass(frozen=True)
+class Lora:
+    name: str
+    path: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Inpaint:
+    mask: object  # an "L" PIL image, white = repaint
+    blur: int
+    invert: bool
+    full_res: bool
+    full_res_padding: int
+
+
+@dataclass(frozen=True)
+class Hires:
+    width: int
+    height: int
+    upscaler: str
+    steps: int
+    denoising_strength: float
 
 
 def parse_load(message):
@@ -56,7 +100,7 @@ def parse_load(message):
     )
 
 
-def parse_generate(message, samplers):
+def parse_generate(message, samplers, schedulers=("automatic",)):
     seeds = _field(message, "seeds", list)
     if not seeds or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
         raise RunnerError("invalid_request", f"seeds must be a non-empty list of integers in 0..{MAX_SEED}")
@@ -66,16 +110,24 @@ def parse_generate(message, samplers):
     sampler = _field(message, "sampler", str)
     if sampler not in samplers:
         raise RunnerError("invalid_request", f"unknown sampler {sampler!r}; available: {', '.join(samplers)}")
-    width = _integer(message, "width", 8, 16384)
-    height = _integer(message, "height", 8, 16384)
+    scheduler = _field(message, "scheduler", str, "automatic")
+    if scheduler not in schedulers:
+        raise RunnerError("invalid_request", f"unknown scheduler {scheduler!r}; available: {', '.join(schedulers)}")
+    width = _integer(message, "width", 8, MAX_SIDE)
+    height = _integer(message, "height", 8, MAX_SIDE)
     if width % 8 or height % 8:
         raise RunnerError("invalid_request", f"width and height must be multiples of 8, got {width}x{height}")
+    steps = _integer(message, "steps", 1, MAX_STEPS)
+    init_image = _init_image(message)
+    denoising_strength = _strength(message, "denoising_strength", 0.75)
+    if init_image is not None:
+        _check_steps_left(steps, denoising_strength, "denoising_strength")
     return GenerateRequest(
         prompt=_field(message, "prompt", str),
         negative_prompt=_field(message, "negative_prompt", str, ""),
         width=width,
         height=height,
-        steps=_integer(message, "steps", 1, 10000),
+        steps=steps,
         cfg_scale=float(_field(message, "cfg_scale", (int, float))),
         sampler=sampler,
         seeds=seeds,
@@ -83,11 +135,111 @@ def parse_generate(message, samplers):
         quality=_integer(message, "quality", 1, 100, 90),
         infotexts=infotexts,
         preview_every=_integer(message, "preview_every", 0, MAX_PREVIEW_EVERY, 0),
+        scheduler=scheduler,
+        loras=_loras(message),
+        init_image=init_image,
+        denoising_strength=denoising_strength,
+        resize_mode=_choice(message, "resize_mode", RESIZE_MODES, "resize"),
+        inpaint=_inpaint(message, init_image),
+        hires=_hires(message, width, height, steps, init_image),
     )
 
 
+def _init_image(message):
+    data = _field(message, "init_image", (str, type(None)), None)
+    return None if data is None else imaging.decode_input(data, "init_image").convert("RGB")
+
+
+def _inpaint(message, init_image):
+    data = _field(message, "mask", (str, type(None)), None)
+    if data is None:
+        return None
+    if init_image is None:
+        raise invalid_input("mask", "a mask needs the init_image it applies to: send init_image too")
+    return Inpaint(
+        mask=imaging.decode_input(data, "mask").convert("L"),
+        blur=_bounded(message, "mask_blur", 0, MAX_MASK_BLUR, 4),
+        invert=_flag(message, "invert_mask"),
+        full_res=_flag(message, "inpaint_full_res"),
+        full_res_padding=_bounded(message, "inpaint_full_res_padding", 0, MAX_PADDING, 32),
+    )
+
+
+def _hires(message, width, height, steps, init_image):
+    hires = _field(message, "hires", (dict, type(None)), None)
+    if hires is None:
+        return None
+    if init_image is not None:
+        raise invalid_input("hires", "hires fix applies to txt2img only: leave out hires or init_image")
+    upscaler = _field(hires, "upscaler", str, "Latent", where="hires")
+    if upscaler not in UPSCALERS:
+        raise RunnerError("invalid_request", f"unknown upscaler {upscaler!r}; available: {', '.join(UPSCALERS)}")
+    target_width = _bounded(hires, "width", width, MAX_SIDE, where="hires")
+    target_height = _bounded(hires, "height", height, MAX_SIDE, where="hires")
+    if target_width % 8 or target_height % 8:
+        raise invalid_input("hires", f"hires width and height must be multiples of 8, "
+                                     f"got {target_width}x{target_height}")
+    hires_steps = _bounded(hires, "steps", 0, MAX_STEPS, 0, where="hires")
+    strength = _strength(hires, "denoising_strength", 0.7, where="hires")
+    _check_steps_left(hires_steps or steps, strength, "hires.denoising_strength")
+    return Hires(width=target_width, height=target_height, upscaler=upscaler, steps=hires_steps,
+                 denoising_strength=strength)
+
+
+def _loras(message):
+    items = _field(message, "loras", list, [])
+    loras = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise RunnerError("invalid_request", "loras must be a list of objects {name, path, weight}")
+        lora = Lora(name=_field(item, "name", str, where="loras[]"), path=_field(item, "path", str, where="loras[]"),
+                    weight=float(_field(item, "weight", (int, float), 1.0, where="loras[]")))
+        if not os.path.isabs(lora.path):
+            raise invalid_input("loras", f"LoRA {lora.name!r}: path must be absolute, got {lora.path!r}")
+        if not (math.isfinite(lora.weight) and abs(lora.weight) <= MAX_LORA_WEIGHT):
+            raise invalid_input("loras", f"LoRA {lora.name!r}: weight must be in "
+                                         f"-{MAX_LORA_WEIGHT:g}..{MAX_LORA_WEIGHT:g}, got {lora.weight}")
+        if any(other.path == lora.path for other in loras):
+            raise invalid_input("loras", f"LoRA {lora.path} is listed twice: list it once with the summed weight")
+        loras.append(lora)
+    return tuple(loras)
+
+
+def _strength(obj, name, default, where=None):
+    value = float(_field(obj, name, (int, float), default, where=where))
+    if not 0.0 <= value <= 1.0:
+        raise invalid_input(_label(name, where), f"{_label(name, where)} must be in 0..1, got {value}")
+    return value
+
+
+def _check_steps_left(steps, strength, field):
+    # img2img runs int(steps * strength) of the steps (diffusers and A1111 alike).
+    if int(steps * strength) < 1:
+        raise invalid_input(field, f"{field} {strength} of {steps} steps leaves no denoising step: "
+                                   f"raise {field} or the steps")
+
+
+def _bounded(obj, name, low, high, default=_REQUIRED, where=None):
+    """An integer field whose range is about usable values (invalid_input), not the protocol."""
+    value = _field(obj, name, int, default, where=where)
+    if not low <= value <= high:
+        raise invalid_input(_label(name, where), f"{_label(name, where)} must be in {low}..{high}, got {value}")
+    return value
+
+
+def _flag(obj, name):
+    value = obj.get(name, False)
+    if not isinstance(value, bool):
+        raise RunnerError("invalid_request", f"field {name!r} must be true or false")
+    return value
+
+
+def _label(name, where):
+    return f"{where}.{name}" if where else name
+
+
 def _field(obj, name, types, default=_REQUIRED, where=None):
-    label = f"{where}.{name}" if where else name
+    label = _label(name, where)
     if name not in obj:
         if default is _REQUIRED:
             raise RunnerError("invalid_request", f"missing field {label!r}")

@@ -1,8 +1,9 @@
 """The CLIP tokenizer, built offline from the BPE vocabulary that open-clip-torch ships.
 
-Stable Diffusion 1.x and 2.x both use OpenAI's CLIP BPE (49,408 tokens); they differ
-only in the padding token. Building it here means no tokenizer is ever fetched from a
-model hub, and every checkpoint gets the same one.
+Stable Diffusion 1.x, 2.x and SDXL all use OpenAI's CLIP BPE (49,408 tokens); they
+differ only in the padding token (SDXL's second tokenizer, for OpenCLIP bigG, pads with
+"!" like SD 2). Building it here means no tokenizer is ever fetched from a model hub,
+and every checkpoint gets the same one.
 """
 
 import functools
@@ -12,7 +13,8 @@ import os
 
 from transformers import CLIPTokenizer
 
-PAD_TOKENS = {"sd1": "<|endoftext|>", "sd2": "!"}
+PAD_TOKENS = {"sd1": "<|endoftext|>", "sd2": "!", "sdxl": "<|endoftext|>"}
+SDXL_SECOND_PAD_TOKEN = "!"
 MAX_LENGTH = 77
 
 _VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -21,9 +23,21 @@ _MERGE_COUNT = 49152 - 256 - 2
 
 
 def clip_tokenizer(architecture):
+    """The (first) tokenizer of `architecture`."""
+    return _tokenizer(PAD_TOKENS[architecture])
+
+
+def pipeline_tokenizers(architecture):
+    """The tokenizer arguments of `architecture`'s diffusers pipeline."""
+    tokenizers = {"tokenizer": clip_tokenizer(architecture)}
+    if architecture == "sdxl":
+        tokenizers["tokenizer_2"] = _tokenizer(SDXL_SECOND_PAD_TOKEN)
+    return tokenizers
+
+
+def _tokenizer(pad_token):
     vocab, merges = _bpe()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH,
-                         pad_token=PAD_TOKENS[architecture])
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH, pad_token=pad_token)
 
 
 def _vocab_path():

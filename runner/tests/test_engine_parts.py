@@ -10,24 +10,33 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
-    convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
+    convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
+    convert_open_clip_checkpoint)
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from easel_runner import engine, ldm, preview, samplers, tiny
 from easel_runner.engine import CONFIGS
 from easel_runner.messages import parse_generate
-from easel_runner.tokenizer import clip_tokenizer
+from easel_runner.tokenizer import clip_tokenizer, pipeline_tokenizers
 
 
-@pytest.mark.parametrize("architecture", ["sd1", "sd2"])
+@pytest.mark.parametrize("architecture", ["sd1", "sd2", "sdxl"])
 def test_tokenizer_is_clip_bpe(architecture):
     tokenizer = clip_tokenizer(architecture)
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert len(tokenizer) == 49408
     assert tokenizer.model_max_length == 77
     padded = tokenizer("a cat", padding="max_length", max_length=77).input_ids
-    assert padded[4] == (49407 if architecture == "sd1" else 0)  # SD 2 pads with "!"
+    assert padded[4] == (0 if architecture == "sd2" else 49407)  # SD 2 pads with "!"
+
+
+def test_sdxl_second_tokenizer_pads_with_exclamation_mark():
+    tokenizers = pipeline_tokenizers("sdxl")
+    assert set(tokenizers) == {"tokenizer", "tokenizer_2"}
+    second = tokenizers["tokenizer_2"]
+    assert second("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert second("a cat", padding="max_length", max_length=77).input_ids[4] == 0
 
 
 def parameter_count(model):
@@ -50,6 +59,23 @@ def test_shipped_configs_build_the_real_models(architecture, unet, text_encoder)
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert index["safety_checker"] == [None, None]
+
+
+def test_shipped_sdxl_config_builds_sdxl_base():
+    folder = CONFIGS / "sdxl"
+    with torch.device("meta"):
+        assert parameter_count(UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(folder, subfolder="unet"))) == 2_567_463_684
+        vae_config = AutoencoderKL.load_config(folder, subfolder="vae")
+        assert parameter_count(AutoencoderKL.from_config(vae_config)) == 83_653_863
+        assert parameter_count(CLIPTextModel(
+            CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder"))) == 123_060_480
+        assert parameter_count(CLIPTextModelWithProjection(
+            CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder_2"))) == 694_659_840
+    assert vae_config["scaling_factor"] == 0.13025
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
 
 
 def test_sd2_config_is_v_prediction():
@@ -77,6 +103,45 @@ def test_ldm_layout_round_trips_through_diffusers_own_conversion():
         assert all(torch.equal(converted[k], original[k]) for k in original)
 
 
+def test_sdxl_ldm_layout_round_trips_through_diffusers_own_conversion():
+    pipe = tiny.build(seed=3, architecture="sdxl")
+    unet, second = pipe.unet.state_dict(), pipe.text_encoder_2.state_dict()
+    checkpoint = ldm.to_ldm(unet, pipe.unet.config, pipe.vae.state_dict(), pipe.vae.config,
+                            pipe.text_encoder.state_dict(), second)
+    assert ldm.detect_architecture(checkpoint) == "sdxl"
+    assert "model.diffusion_model.label_emb.0.0.weight" in checkpoint
+    assert "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight" in checkpoint
+    for original, converted in [
+        (unet, convert_ldm_unet_checkpoint(checkpoint, pipe.unet.config)),
+        (second, convert_open_clip_checkpoint(pipe.text_encoder_2, checkpoint,
+                                              prefix="conditioner.embedders.1.model.")),
+    ]:
+        assert converted.keys() == original.keys()
+        assert all(torch.equal(converted[k], original[k]) for k in original)
+
+
+def test_ldm_names_of_full_size_sdxl():
+    folder = CONFIGS / "sdxl"
+    unet_config = UNet2DConditionModel.load_config(folder, subfolder="unet")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(unet_config).state_dict()
+        second = CLIPTextModelWithProjection(
+            CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder_2")).state_dict()
+    checkpoint = ldm.to_ldm(unet, unet_config, {}, {"down_block_types": []}, {}, second)
+    # Names every SDXL base checkpoint has.
+    for name, shape in [("model.diffusion_model.label_emb.0.0.weight", (1280, 2816)),
+                        ("model.diffusion_model.output_blocks.2.2.conv.weight", None),
+                        ("model.diffusion_model.output_blocks.5.2.conv.weight", None),
+                        ("model.diffusion_model.input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight", None),
+                        ("conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight", (3840, 1280)),
+                        ("conditioner.embedders.1.model.text_projection", (1280, 1280)),
+                        ("conditioner.embedders.1.model.positional_embedding", (77, 1280))]:
+        assert name in checkpoint, name
+        assert shape is None or checkpoint[name].shape == shape
+    # Per block, the q, k and v weights and biases (6 tensors) become in_proj weight and bias.
+    assert len(checkpoint) == len(unet) + len(second) - 4 * 32
+
+
 def test_ldm_prefixes_cover_every_tensor_of_full_size_sd1():
     folder = CONFIGS / "sd1"
     unet_config = UNet2DConditionModel.load_config(folder, subfolder="unet")
@@ -101,7 +166,9 @@ def test_ldm_prefixes_cover_every_tensor_of_full_size_sd1():
 @pytest.mark.parametrize("keys,expected", [
     (["model.diffusion_model.x", "cond_stage_model.transformer.text_model.y"], "sd1"),
     (["model.diffusion_model.x", "cond_stage_model.model.token_embedding.weight"], "sd2"),
-    (["model.diffusion_model.x", "conditioner.embedders.0.transformer.y"], "sdxl"),
+    (["model.diffusion_model.x", "conditioner.embedders.0.transformer.y", "conditioner.embedders.1.model.z"],
+     "sdxl"),
+    (["model.diffusion_model.x", "conditioner.embedders.0.model.z"], "sdxl_refiner"),
     (["cond_stage_model.transformer.text_model.y"], None),
     (["fc.weight"], None),
 ])

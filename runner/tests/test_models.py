@@ -68,18 +68,18 @@ def test_non_sd_safetensors_is_unsupported(runner, tmp_path):
     assert "sd1" in reply["message"] and "sd2" in reply["message"]
 
 
-def test_sdxl_checkpoint_is_unsupported(runner, tmp_path):
-    path = tmp_path / "xl.safetensors"
+def test_sdxl_refiner_checkpoint_is_unsupported(runner, tmp_path):
+    path = tmp_path / "refiner.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
-               "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": torch.zeros(1)}, str(path))
-    reply, _ = runner.request(rc.load_message("load-xl", path, fmt="single_file", architecture=None))
+               "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1)}, str(path))
+    reply, _ = runner.request(rc.load_message("load-refiner", path, fmt="single_file", architecture=None))
     assert reply["code"] == "unsupported_model"
-    assert "SDXL" in reply["message"]
+    assert "refiner" in reply["message"]
 
 
 def test_other_pipeline_folder_is_unsupported(runner, tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    reply, _ = runner.request(rc.load_message("load-xl-folder", tmp_path, architecture=None))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLImg2ImgPipeline"}))
+    reply, _ = runner.request(rc.load_message("load-refiner-folder", tmp_path, architecture=None))
     assert reply["code"] == "unsupported_model"
 
 
