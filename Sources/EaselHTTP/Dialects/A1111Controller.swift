@@ -28,7 +28,7 @@ struct A1111Controller {
         api.get("/upscalers", use: upscalers)
         api.get("/latent-upscale-modes", use: latentUpscaleModes)
         api.get("/loras", use: loras)
-        api.post("/refresh-loras") { _, _ in LooseResponse.make(NSNull()) }
+        api.post("/refresh-loras") { _, _ in LooseResponse.make(any: NSNull()) }
         api.post("/refresh-checkpoints", use: refreshCheckpoints)
         api.post("/unload-checkpoint", use: unloadCheckpoint)
         api.post("/reload-checkpoint", use: reloadCheckpoint)
@@ -41,7 +41,7 @@ struct A1111Controller {
         api.get("/scripts") { _, _ in LooseResponse.make(["txt2img": [String](), "img2img": [String]()]) }
         api.get("/script-info") { _, _ in LooseResponse.make([Any]()) }
         for empty in ["/sd-vae", "/sd-modules", "/hypernetworks", "/face-restorers", "/realesrgan-models", "/prompt-styles", "/extensions"] {
-            api.get(RouterPath(stringLiteral: empty)) { _, _ in LooseResponse.make([Any]()) }
+            api.get(RouterPath(empty)) { _, _ in LooseResponse.make([Any]()) }
         }
         api.get("/embeddings") { _, _ in LooseResponse.make(["loaded": [String: Any](), "skipped": [String: Any]()]) }
     }
@@ -178,7 +178,7 @@ struct A1111Controller {
             "restore_faces": false, "face_restoration_model": NSNull(), "sd_model_name": spec.modelID,
             "sd_model_hash": NSNull(), "sd_vae_name": NSNull(), "sd_vae_hash": NSNull(),
             "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-            "denoising_strength": spec.initImage?.denoisingStrength ?? spec.hires?.denoisingStrength ?? NSNull(),
+            "denoising_strength": orNull(spec.initImage?.denoisingStrength ?? spec.hires?.denoisingStrength),
             "extra_generation_params": [String: Any](), "index_of_first_image": 0,
             "infotexts": (0..<min(images, count)).map { spec.infotext(forImage: $0, version: EaselVersion.current) },
             "styles": [String](), "job_timestamp": stamp.string(from: Date()), "clip_skip": 1,
@@ -234,7 +234,7 @@ struct A1111Controller {
             _ = try await engine.load(switchTo.id, keepAlive: nil)
             await state.setCheckpoint(switchTo.id)
         }
-        return LooseResponse.make(NSNull())
+        return LooseResponse.make(any: NSNull())
     }
 
     @Sendable func sdModels(_ request: Request, context: Context) async throws -> Response {
@@ -250,19 +250,19 @@ struct A1111Controller {
 
     @Sendable func refreshCheckpoints(_ request: Request, context: Context) async throws -> Response {
         await engine.refresh()
-        return LooseResponse.make(NSNull())
+        return LooseResponse.make(any: NSNull())
     }
 
     @Sendable func unloadCheckpoint(_ request: Request, context: Context) async throws -> Response {
         for listing in await engine.listModels() where listing.runtime.state != .unloaded {
             _ = try await engine.unload(listing.entry.id)
         }
-        return LooseResponse.make(NSNull())
+        return LooseResponse.make(any: NSNull())
     }
 
     @Sendable func reloadCheckpoint(_ request: Request, context: Context) async throws -> Response {
         if let modelID = await state.currentModelID() { _ = try await engine.load(modelID, keepAlive: nil) }
-        return LooseResponse.make(NSNull())
+        return LooseResponse.make(any: NSNull())
     }
 
     // MARK: - Lists
@@ -310,7 +310,8 @@ struct A1111Controller {
             progress = min(0.99, Double(step) / Double(steps))
             // A1111's eta_relative is the total time left; the job's ETA is the same.
             eta = run.etaSeconds ?? 0
-            if !skipImage, let image = run.preview ?? (await state.lastPreview) {
+            let last = await state.lastPreview
+            if !skipImage, let image = run.preview ?? last {
                 preview = image.data.base64EncodedString()
             }
         }
@@ -327,7 +328,7 @@ struct A1111Controller {
                 "job": run?.job.id ?? "", "job_count": runningCount + queuedCount, "job_timestamp": stamp ?? "0",
                 "job_no": 0, "sampling_step": step, "sampling_steps": steps,
             ] as [String: Any],
-            "current_image": preview, "textinfo": NSNull(), "current_task": run?.job.id ?? NSNull(),
+            "current_image": preview, "textinfo": NSNull(), "current_task": orNull(run?.job.id),
         ])
     }
 

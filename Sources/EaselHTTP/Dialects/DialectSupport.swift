@@ -2,6 +2,7 @@ import Crypto
 import EaselCore
 import EaselRunners
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -108,13 +109,24 @@ enum LooseResponse {
             ?? Data("null".utf8)
     }
 
-    static func make(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
+    static func make(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
+        make(any: object, status: status)
+    }
+
+    static func make(_ list: [Any], status: HTTPResponse.Status = .ok) -> Response {
+        make(any: list, status: status)
+    }
+
+    static func make(any object: Any, status: HTTPResponse.Status = .ok) -> Response {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data(object)))
         )
     }
 }
+
+/// `value`, or JSON `null`.
+func orNull(_ value: Any?) -> Any { value ?? NSNull() }
 
 /// Runs a dialect's request on the job queue exactly as `POST /v1/txt2img` does, and
 /// returns the finished job with its image bytes.
@@ -180,7 +192,7 @@ actor DialectState: Service {
 
     func run() async throws {
         let events = try await scheduler.events(jobID: nil)
-        await cancelWhenGracefulShutdown {
+        try await cancelWhenGracefulShutdown {
             for await event in events { await self.record(event) }
         }
     }

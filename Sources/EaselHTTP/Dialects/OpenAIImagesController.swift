@@ -177,6 +177,8 @@ struct OpenAIImagesController {
         if let mask {
             guard EncodedImage.format(of: mask) != nil else { throw EaselError.invalid("mask", "must be a PNG file") }
             request.mask = try await converter.maskFromAlpha(mask).base64EncodedString()
+            request.maskBlur = try fields.int("mask_blur")
+            request.invertMask = try fields.bool("invert_mask")
         }
     }
 
@@ -286,7 +288,7 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
         default: "server_error"
         }
         return ["error": [
-            "message": error.message, "type": type, "param": error.field ?? NSNull(), "code": error.code.rawValue,
+            "message": error.message, "type": type, "param": orNull(error.field), "code": error.code.rawValue,
         ] as [String: Any]]
     }
 }

@@ -39,7 +39,7 @@ struct SDCppController {
         let models = await engine.listModels().filter { $0.entry.problem == nil }.map(\.entry.id)
         return LooseResponse.make([
             "version": "Easel \(EaselVersion.current)",
-            "model": (await engine.defaultModelID()) ?? NSNull(), "models": models,
+            "model": orNull(await engine.defaultModelID()), "models": models,
             "modes": ["img_gen"],
             "sample_methods": Self.sampleMethods.map(\.0), "schedulers": Self.schedules.map(\.0),
             "output_formats": ImageFormat.allCases.map(\.rawValue),
@@ -105,7 +105,7 @@ struct SDCppController {
         request.steps = try body.int("sample_steps") ?? request.steps
         request.cfgScale = try body.double("cfg_scale") ?? request.cfgScale
         if let loras = try body.array("lora") ?? body.array("loras") {
-            request.loras = try loras.enumerated().map { index, item in
+            request.loras = try loras.enumerated().map { (index, item) throws -> LoraRequest in
                 if let name = item as? String { return LoraRequest(name: name) }
                 guard let object = item as? [String: Any] else {
                     throw EaselError.invalid("lora[\(index)]", "must be a name or {\"path\", \"multiplier\"}")
@@ -145,7 +145,7 @@ struct SDCppController {
         case .failed: "failed"
         case .cancelled: "cancelled"
         }
-        func time(_ date: Date?) -> Any { date.map { Int($0.timeIntervalSince1970) } ?? NSNull() }
+        func time(_ date: Date?) -> Any { orNull(date.map { Int($0.timeIntervalSince1970) }) }
         var result: Any = NSNull()
         if job.state == .succeeded {
             let images = try await DialectGeneration.images(of: job, store: store)
@@ -157,8 +157,8 @@ struct SDCppController {
         return [
             "id": job.id, "kind": "img_gen", "status": status, "queue_position": snapshot.queuePosition ?? 0,
             "created": time(job.createdAt), "started": time(job.startedAt), "completed": time(job.finishedAt),
-            "progress": ["step": job.step, "steps": job.totalSteps, "eta_seconds": snapshot.etaSeconds ?? NSNull()] as [String: Any],
-            "error": job.failure.map { $0.message } ?? NSNull(), "error_code": job.failure.map { $0.code } ?? NSNull(),
+            "progress": ["step": job.step, "steps": job.totalSteps, "eta_seconds": orNull(snapshot.etaSeconds)] as [String: Any],
+            "error": orNull(job.failure?.message), "error_code": orNull(job.failure?.code),
             "result": result,
         ]
     }
@@ -176,7 +176,7 @@ struct SDCppErrorMiddleware: RouterMiddleware {
             let easel = ErrorMiddleware<Context>.easelError(for: error, request: request)
             let status = [.invalidJSON, .invalidField, .unknownField].contains(easel.code) ? 400 : easel.httpStatus
             return LooseResponse.make(
-                ["error": easel.message, "code": easel.code.rawValue, "field": easel.field ?? NSNull()] as [String: Any],
+                ["error": easel.message, "code": easel.code.rawValue, "field": orNull(easel.field)] as [String: Any],
                 status: HTTPResponse.Status(code: status)
             )
         }
