@@ -56,14 +56,14 @@ struct LooseJSON: @unchecked Sendable {
     func double(_ key: String) throws -> Double? {
         guard let value = value(key) else { return nil }
         if let string = value as? String, let number = Double(string) { return number }
-        guard !(value is Bool), let number = value as? NSNumber else { throw bad(key, "a number") }
+        guard type(of: value) != Bool.self, let number = value as? NSNumber else { throw bad(key, "a number") }
         return number.doubleValue
     }
 
     func int64(_ key: String) throws -> Int64? {
         guard let value = value(key) else { return nil }
         if let string = value as? String, let number = Int64(string) { return number }
-        guard !(value is Bool), let number = value as? NSNumber else { throw bad(key, "an integer") }
+        guard type(of: value) != Bool.self, let number = value as? NSNumber else { throw bad(key, "an integer") }
         let double = number.doubleValue
         guard double.isFinite, double == double.rounded(), abs(double) < 9.0e18 else { throw bad(key, "an integer") }
         return number.int64Value
