@@ -51,13 +51,23 @@ def wait_for_state(server, job_id, *states, timeout=120):
                       f"job {job_id} never reached {states}")
 
 
-def make_tiny_model(folder, single_file=None, seed=0):
+def make_tiny_model(folder, single_file=None, seed=0, arch="sd1"):
     """Writes the tiny random model with the runner's own tool (the real save and load paths)."""
-    command = [str(RUNNER_PYTHON), "-m", "easel_runner.tiny", "--out", str(folder), "--seed", str(seed)]
+    command = ["--out", str(folder), "--seed", str(seed)] + (["--arch", arch] if arch != "sd1" else [])
     if single_file:
         command += ["--single-file", str(single_file)]
+    _run_tiny(command)
+
+
+def make_tiny_lora(path, seed=0, arch="sd1"):
+    """Writes a random kohya-format LoRA that fits the tiny model of `arch`."""
+    _run_tiny(["--lora", str(path), "--seed", str(seed)] + (["--arch", arch] if arch != "sd1" else []))
+
+
+def _run_tiny(arguments):
     env = dict(os.environ, PYTHONPATH=str(REPO / "runner"), HF_HUB_OFFLINE="1")
-    subprocess.run(command, check=True, env=env, timeout=300, stdout=subprocess.DEVNULL)
+    subprocess.run([str(RUNNER_PYTHON), "-m", "easel_runner.tiny", *arguments], check=True, env=env, timeout=300,
+                   stdout=subprocess.DEVNULL)
 
 
 class EaselServer:

@@ -77,7 +77,8 @@ public enum SettingsSources {
     }
 
     static func flags(for setting: Setting, text: String, source: String) throws -> [String] {
-        guard setting.isFlag else { return ["--" + setting.flagName, text] }
+        // One argument, so that a negative number is not taken for a flag.
+        guard setting.isFlag else { return ["--\(setting.flagName)=\(text)"] }
         switch text.lowercased() {
         case "1", "true", "yes", "on": return ["--" + setting.flagName]
         case "0", "false", "no", "off": return ["--no-" + setting.flagName]

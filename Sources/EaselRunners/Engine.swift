@@ -236,7 +236,7 @@ public actor Engine: Service, ImageGenerator {
             }
             if !unloadedOne, let oldest = byAge.first {
                 await oldest.worker.takeTurn()
-                await oldest.worker.unloadHoldingTurn()
+                await oldest.worker.stopRunner()
                 await oldest.worker.endTurn()
             }
             try Task.checkCancellation()
@@ -287,9 +287,7 @@ public actor Engine: Service, ImageGenerator {
 
     private func stop() async {
         for worker in workers.values {
-            await worker.takeTurn()
-            await worker.unloadHoldingTurn()
-            await worker.endTurn()
+            await worker.stopRunner()
         }
         workers = [:]
     }

@@ -125,8 +125,9 @@ actor ModelWorker {
         }
     }
 
-    /// Stops the runner; the caller holds the turn.
-    func unloadHoldingTurn() async {
+    /// Stops the runner now: a generation in flight fails. Callers hold the turn, except
+    /// at shutdown, where the running job is kept to run again after the next start.
+    func stopRunner() async {
         guard let runner else { return }
         self.runner = nil
         runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, keepAlive: runtime.keepAlive, waiting: runtime.waiting)
@@ -137,7 +138,7 @@ actor ModelWorker {
     /// Unloads unless someone holds or waits for a turn; says whether it did.
     func unloadIfIdle() async -> Bool {
         guard await turns.tryTake() else { return false }
-        await unloadHoldingTurn()
+        await stopRunner()
         await turns.end()
         return true
     }

@@ -68,17 +68,15 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
         #expect(try folder.catalog.resolve("tiny") == entry)
     }
 
-    @Test func diffusersSDXLHasAProblem() throws {
+    @Test func diffusersSDXLIsServed() throws {
         let folder = try ModelsFolder()
         defer { folder.remove() }
         try folder.writeDiffusers("xl", pipeline: "StableDiffusionXLPipeline", crossAttentionDim: 2048)
 
         let entry = try #require(folder.catalog.scan().first)
         #expect(entry.architecture == "sdxl")
-        #expect(entry.problem != nil)
-        let error = try #require(throws: EaselError.self) { try folder.catalog.resolve("xl") }
-        #expect(error.code == .unsupportedModel)
-        #expect(error.field == "model")
+        #expect(entry.problem == nil)
+        #expect(try folder.catalog.resolve("xl") == entry)
     }
 
     @Test func diffusersOtherPipelineHasAProblem() throws {
@@ -115,7 +113,7 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
         #expect(entry.configDir == nil)
     }
 
-    @Test func safetensorsSDXLHasAProblem() throws {
+    @Test func safetensorsSDXLIsServed() throws {
         let folder = try ModelsFolder()
         defer { folder.remove() }
         try folder.writeSafetensors(
@@ -124,9 +122,17 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
 
         let entry = try #require(folder.catalog.scan().first)
         #expect(entry.architecture == "sdxl")
-        #expect(entry.problem?.contains("SDXL") == true)
-        let error = try #require(throws: EaselError.self) { try folder.catalog.resolve("xl") }
-        #expect(error.code == .unsupportedModel)
+        #expect(entry.problem == nil)
+    }
+
+    @Test func ggufIsListedForStableDiffusionCpp() throws {
+        let folder = try ModelsFolder()
+        defer { folder.remove() }
+        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
+
+        let entry = try #require(folder.catalog.scan().first)
+        #expect(entry.format == .gguf && entry.engine == "stable-diffusion.cpp")
+        #expect(entry.problem != nil)
     }
 
     @Test func loraHasAProblem() throws {

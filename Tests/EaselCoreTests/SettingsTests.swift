@@ -66,8 +66,13 @@ private func removeConfig(_ path: String) {
 
     @Test func environmentBecomesFlags() throws {
         let expanded = try SettingsSources.expand([], environment: ["EASEL_MAX_STEPS": "50", "UNRELATED": "x"])
-        #expect(expanded == ["--max-steps", "50"])
+        #expect(expanded == ["--max-steps=50"])
         #expect(try Settings.parse(expanded).maxSteps == 50)
+    }
+
+    @Test func negativeNumbersFromTheEnvironmentAreValues() throws {
+        let expanded = try SettingsSources.expand([], environment: ["EASEL_KEEP_ALIVE": "-1"])
+        #expect(try Settings.parse(expanded).keepAlive == -1)
     }
 
     @Test func configFileBecomesFlags() throws {

@@ -67,7 +67,8 @@ class _Model:
     """A loaded pipeline, the img2img and inpaint pipelines that share its weights, and
     its LoRAs."""
 
-    def __init__(self, pipe):
+    def __init__(self, pipe, architecture):
+        self.architecture = architecture
         self.txt2img = pipe
         self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self.inpaint = AutoPipelineForInpainting.from_pipe(pipe)
@@ -95,7 +96,7 @@ class DiffusersEngine:
             pipe = _open_pipeline(request, architecture, dtype)
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
-            model = _Model(pipe)
+            model = _Model(pipe, architecture)
             # The first call after a load pays for kernel selection and allocator growth.
             pipe(prompt="", width=_WARMUP_SIZE, height=_WARMUP_SIZE, num_inference_steps=1, output_type="pil")
         except Exception as exc:
@@ -113,11 +114,11 @@ class DiffusersEngine:
         if model is None:
             raise RunnerError("not_loaded", "generate before a successful load")
         started = time.monotonic()
-        progress = _Progress(request, on_progress, cancelled)
+        progress = _Progress(request, model.architecture, on_progress, cancelled)
         try:
             progress.check_cancelled()
-            model.loras.activate(request.loras)
             try:
+                model.loras.activate(request.loras)
                 generated = _generate(model, request, progress)
             finally:
                 model.loras.deactivate()
@@ -150,8 +151,9 @@ class _Progress:
     """Counts steps across the passes of one generation, sends progress and previews,
     and stops the pipeline at a step boundary once cancelled."""
 
-    def __init__(self, request, on_progress, cancelled):
+    def __init__(self, request, architecture, on_progress, cancelled):
         self._request = request
+        self._architecture = architecture
         self._on_progress = on_progress
         self._cancelled = cancelled
         self._passes = pass_steps(request)
@@ -175,7 +177,8 @@ class _Progress:
         step = self._offset + math.ceil((index + 1) * self._steps / pipe.num_timesteps)
         if step > self._reported:
             self._reported = step
-            self._on_progress(step, self.total, _preview(self._request, step, self.total, tensors))
+            self._on_progress(step, self.total,
+                              _preview(self._request, step, self.total, tensors, self._architecture))
         self.check_cancelled()
         return tensors
 
@@ -222,13 +225,13 @@ def _run_pass(model, pipe, request, progress, **arguments):
     return output.images
 
 
-def _preview(request, step, total, tensors):
+def _preview(request, step, total, tensors, architecture="sd1"):
     """The preview for `step` when one is due, else None; a failure only costs the preview."""
     every = request.preview_every
     if every <= 0 or step % every or step >= total:
         return None
     try:
-        return preview.make_preview(tensors["latents"])
+        return preview.make_preview(tensors["latents"], architecture)
     except Exception:
         print(f"easel-runner: preview at step {step} of {total} failed, skipped:", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)

@@ -118,5 +118,14 @@ def decode(image):
     return Image.open(io.BytesIO(base64.b64decode(image["data"])))
 
 
+def png_base64(image):
+    """A PIL image or an (h, w, 3) pixel array as the base64 PNG a request carries."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def pixels(result):
     return [np.asarray(decode(image).convert("RGB"), dtype=np.int16) for image in result["images"]]

@@ -213,6 +213,15 @@ def test_preview_projects_latents_to_rgb_for_the_first_image():
     assert tuple(rgb[2, 4]) == (0, 0, 0)
 
 
+def test_sdxl_previews_use_sdxl_factors():
+    latents = torch.zeros(1, 4, 1, 1)
+    latents[0, 0] = 1
+    sdxl = np.asarray(preview.latents_to_rgb(latents, preview.SDXL_LATENT_RGB_FACTORS))[0, 0]
+    assert np.abs(sdxl.astype(int) - [172, 181, 184]).max() <= 1
+    noisy = torch.randn(1, 4, 8, 8)
+    assert preview.make_preview(noisy, "sdxl")["data"] != preview.make_preview(noisy, "sd1")["data"]
+
+
 def test_make_preview_is_a_jpeg_of_its_reported_size():
     made = preview.make_preview(torch.randn(1, 4, 16, 8))
     decoded = Image.open(io.BytesIO(base64.b64decode(made["data"])))
