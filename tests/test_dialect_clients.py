@@ -92,7 +92,7 @@ def test_sillytavern_sequence(easel):
 def test_sillytavern_hires_fix(easel):
     response = requests.post(f"{easel.url}/sdapi/v1/txt2img", timeout=180, json={
         "prompt": "a tower", "steps": 2, "width": 64, "height": 64, "enable_hr": True, "hr_scale": 2,
-        "hr_upscaler": "Latent", "hr_second_pass_steps": 1, "denoising_strength": 0.5, "seed": 1})
+        "hr_upscaler": "Latent", "hr_second_pass_steps": 2, "denoising_strength": 0.7, "seed": 1})
     assert response.status_code == 200, response.text
     assert decode_b64(response.json()["images"][0]).size == (128, 128)
 
