@@ -16,12 +16,14 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         .executableTarget(
             name: "Easel",
             dependencies: [
-                "EaselCore", "EaselRunners", "EaselHTTP",
+                "EaselCore", "EaselRunners", "EaselHTTP", "EaselMCP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -50,6 +52,16 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                "EaselMCP",
+                .product(name: "MCP", package: "swift-sdk"),
+            ]
+        ),
+        .target(
+            name: "EaselMCP",
+            dependencies: [
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
@@ -62,5 +74,7 @@ let package = Package(
         .testTarget(name: "EaselCoreTests", dependencies: ["EaselCore"]),
         .testTarget(name: "EaselRunnersTests", dependencies: ["EaselRunners"]),
         .testTarget(name: "EaselStoreTests", dependencies: ["EaselStore", "EaselCore"]),
+        .testTarget(name: "EaselHTTPTests", dependencies: ["EaselHTTP", "EaselCore"]),
+        .testTarget(name: "EaselMCPTests", dependencies: ["EaselMCP", .product(name: "MCP", package: "swift-sdk")]),
     ]
 )

@@ -23,7 +23,7 @@ struct EaselCommand: AsyncParsableCommand {
             A flag beats the environment, which beats the file.
             """,
         version: EaselVersion.current,
-        subcommands: [Serve.self, Setup.self]
+        subcommands: [Serve.self, Setup.self, MCPCommand.self]
     )
 
     /// Reads the environment and the config file into flags before parsing, so that one
@@ -49,6 +49,9 @@ struct EaselCommand: AsyncParsableCommand {
 }
 
 func makeLogger(_ settings: Settings) -> Logger {
+    if settings.logFormat == "json" {
+        LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+    }
     var logger = Logger(label: "easel")
     logger.logLevel = Logger.Level(rawValue: settings.logLevel) ?? .info
     return logger
@@ -61,7 +64,8 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(settings)
-        try await buildApplication(settings: settings, logger: logger).runService()
+        let gate = ShutdownGate()
+        try await buildApplication(settings: settings, logger: logger, shutdownGate: gate).runService(drainingFirst: gate)
     }
 }
 

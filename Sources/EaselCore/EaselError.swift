@@ -30,11 +30,17 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         case runnerTimeout = "runner_timeout"
         case engineError = "engine_error"
         case internalError = "internal_error"
+        case unauthorized = "unauthorized"
+        case originNotAllowed = "origin_not_allowed"
+        case rateLimited = "rate_limited"
+        case requestTimeout = "request_timeout"
 
         /// The one table from error code to HTTP status.
         public var httpStatus: Int {
             switch self {
             case .invalidJSON: 400
+            case .unauthorized: 401
+            case .originNotAllowed: 403
             case .notFound, .modelNotFound, .jobNotFound, .imageNotFound, .presetNotFound, .loraNotFound: 404
             case .methodNotAllowed: 405
             case .notAcceptable: 406
@@ -42,11 +48,11 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
             case .bodyTooLarge: 413
             case .invalidField, .unknownField, .unsupportedModel, .modelLoadFailed: 422
             case .upgradeRequired: 426
-            case .queueFull: 429
+            case .queueFull, .rateLimited: 429
             case .engineError, .internalError: 500
             case .runnerCrashed, .runnerProtocolError: 502
             case .notReady, .runnerSetupFailed, .outOfMemory, .overMemoryBudget, .shuttingDown: 503
-            case .runnerTimeout: 504
+            case .runnerTimeout, .requestTimeout: 504
             }
         }
     }

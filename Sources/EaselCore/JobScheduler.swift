@@ -38,6 +38,10 @@ public actor JobScheduler {
         public var previewEvery: Int
         public var retentionMaxAge: TimeInterval
         public var retentionMaxBytes: Int64
+        /// Most queued or running jobs per ``RequestClient``; 0: no limit but `maxQueued`.
+        public var maxQueuedPerClient = 0
+        /// Times a job runs again after its runner crashed, hung or broke the protocol.
+        public var runnerCrashRetries = 0
 
         public init(maxQueued: Int, previewEvery: Int, retentionMaxAge: TimeInterval, retentionMaxBytes: Int64) {
             self.maxQueued = maxQueued
@@ -45,6 +49,15 @@ public actor JobScheduler {
             self.retentionMaxAge = retentionMaxAge
             self.retentionMaxBytes = retentionMaxBytes
         }
+    }
+
+    /// The live queue at one moment, for status and metrics.
+    public struct Overview: Sendable {
+        /// Queued jobs in the order they will run.
+        public var queued: [Job]
+        public var running: [JobSnapshot]
+        public var maxQueued: Int
+        public var draining: Bool
     }
 
     private struct RunningJob {
@@ -71,6 +84,10 @@ public actor JobScheduler {
     private var running: [String: RunningJob] = [:]
     private var subscribers: [UUID: Subscriber] = [:]
     private var draining = false
+    /// The client that submitted each queued or running job, when the queue share is on.
+    private var owners: [String: String] = [:]
+    /// Runs again so far, by job id, after a lost runner.
+    private var retries: [String: Int] = [:]
 
     public init(store: any JobStore, generator: any ImageGenerator, configuration: Configuration, logger: Logger) {
         self.store = store
@@ -104,6 +121,16 @@ public actor JobScheduler {
                 "the queue has room for \(max(0, configuration.maxQueued - queued.count)) more jobs (--max-queue \(configuration.maxQueued)); retry later"
             )
         }
+        if configuration.maxQueuedPerClient > 0, let client = RequestClient.id {
+            let active = owners.values.filter { $0 == client }.count
+            guard active + jobs.count <= configuration.maxQueuedPerClient else {
+                throw EaselError(
+                    .queueFull,
+                    "this client has \(active) jobs queued or running, and may have \(configuration.maxQueuedPerClient) (--max-queue-per-key); retry when one finishes"
+                )
+            }
+            for job in jobs { owners[job.id] = client }
+        }
         for job in jobs {
             try await store.save(job)
             enqueue(job)
@@ -120,6 +147,8 @@ public actor JobScheduler {
     public func cancel(id: String) async throws -> JobSnapshot {
         if let index = queued.firstIndex(where: { $0.id == id }) {
             var job = queued.remove(at: index)
+            owners[id] = nil
+            retries[id] = nil
             job.state = .cancelled
             job.finishedAt = Date()
             job.failure = .init(code: EaselError.Code.cancelled.rawValue, message: "cancelled while queued")
@@ -187,6 +216,23 @@ public actor JobScheduler {
         while !running.isEmpty, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// Whether the scheduler has stopped taking work for a shutdown.
+    public var isDraining: Bool { draining }
+
+    public func overview() -> Overview {
+        Overview(
+            queued: queued,
+            running: running.values.map { JobSnapshot(job: $0.job, etaSeconds: $0.etaSeconds) }.sorted { $0.job.id < $1.job.id },
+            maxQueued: configuration.maxQueued, draining: draining
+        )
+    }
+
+    /// Stops the running jobs at their next step after a drain ran out of time. They stay
+    /// stored as running and run again after the next start; whoever waits on them is told.
+    public func interruptRunning() {
+        for run in running.values { run.generation?.cancel() }
     }
 
     /// Records how delivering a job's webhook went.
@@ -263,14 +309,33 @@ public actor JobScheduler {
 
     private func finish(_ id: String, _ result: Result<GenerationOutput, Error>) async {
         guard var job = running[id]?.job else { return }
-        if draining, case .failure(let error as EaselError) = result,
-            [.runnerCrashed, .runnerTimeout, .cancelled].contains(error.code)
+        if draining, case .failure(let error) = result,
+            error is CancellationError || [.runnerCrashed, .runnerTimeout, .cancelled].contains((error as? EaselError)?.code)
         {
             // The runner was stopped by the shutdown: the stored job stays `running`
             // and is queued again at the next start.
             running[id] = nil
+            endStreams(of: id)
             return
         }
+        if !draining, case .failure(let error as EaselError) = result,
+            [.runnerCrashed, .runnerTimeout, .runnerProtocolError].contains(error.code),
+            running[id]?.cancelRequested != true, retries[id, default: 0] < configuration.runnerCrashRetries
+        {
+            retries[id, default: 0] += 1
+            logger.warning("job \(id) lost its runner (\(error.code.rawValue)); running it again (retry \(retries[id] ?? 0) of \(configuration.runnerCrashRetries))")
+            running[id] = nil
+            job.state = .queued
+            job.step = 0
+            job.startedAt = nil
+            try? await store.save(job)
+            queued.insert(job, at: 0)
+            emit(.queued, job)
+            dispatch()
+            return
+        }
+        owners[id] = nil
+        retries[id] = nil
         let finishedAt = Date()
         do {
             let output = try result.get()
@@ -335,6 +400,14 @@ public actor JobScheduler {
                 subscriber.continuation.finish()
                 subscribers[id] = nil
             }
+        }
+    }
+
+    /// Ends the one-job streams of `id` without a final event.
+    private func endStreams(of jobID: String) {
+        for (id, subscriber) in subscribers where subscriber.jobID == jobID {
+            subscriber.continuation.finish()
+            subscribers[id] = nil
         }
     }
 

@@ -111,6 +111,41 @@ public struct Settings: ParsableArguments, Sendable {
     @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
     public var logLevel = "info"
 
+    // MARK: Operations and security
+
+    @Option(help: "Log format: text, or json (one JSON object a line).")
+    public var logFormat = "text"
+
+    @Option(help: "API key clients must send, as a Bearer token or an HTTP Basic password; repeat for several. None: no key needed.")
+    public var apiKey: [String] = []
+
+    @Option(help: "File with API keys, one a line (# starts a comment).")
+    public var apiKeyFile: String?
+
+    @Flag(inversion: .prefixedNo, help: "Require an API key for GET /metrics when keys are set.")
+    public var metricsRequireKey = true
+
+    @Option(help: "Requests a minute per API key (per client address without keys); 0: no limit.")
+    public var rateLimit = 0.0
+
+    @Option(help: "Requests a client may make at once before --rate-limit applies.")
+    public var rateLimitBurst = 20
+
+    @Option(help: "Most queued or running jobs per API key (per client address without keys); 0: only --max-queue.")
+    public var maxQueuePerKey = 0
+
+    @Option(help: "Origin allowed to call the API from a browser (CORS); repeat or separate with commas; * allows any. None: CORS closed.")
+    public var corsOrigin: [String] = []
+
+    @Flag(inversion: .prefixedNo, help: "Let browsers send credentials (cookies, HTTP auth) cross-origin; not allowed with --cors-origin *.")
+    public var corsAllowCredentials = false
+
+    @Option(help: "Seconds a request may take before it fails with 504 (its job is cancelled); 0: no limit. Streams are not limited.")
+    public var requestTimeout = 0.0
+
+    @Option(help: "Times a job runs again after its runner crashed or hung (0 to 3).")
+    public var runnerCrashRetries = 0
+
     public init() {}
 
     public func validate() throws {
@@ -136,6 +171,23 @@ public struct Settings: ParsableArguments, Sendable {
         guard runnerHeartbeatTimeout > 0, runnerLoadTimeout > 0 else {
             throw ValidationError("runner timeouts must be positive")
         }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard rateLimit >= 0, rateLimitBurst >= 1 else {
+            throw ValidationError("--rate-limit must be 0 or more and --rate-limit-burst at least 1")
+        }
+        guard maxQueuePerKey >= 0 else { throw ValidationError("--max-queue-per-key must be 0 or more") }
+        guard requestTimeout >= 0 else { throw ValidationError("--request-timeout must be 0 or more") }
+        guard (0...3).contains(runnerCrashRetries) else { throw ValidationError("--runner-crash-retries must be 0 to 3") }
+        if corsAllowCredentials, corsOrigins.contains("*") {
+            throw ValidationError("--cors-allow-credentials cannot go with --cors-origin *: name the origins")
+        }
+        for origin in corsOrigins where origin != "*" {
+            guard let url = URL(string: origin), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil,
+                url.path.isEmpty, !origin.hasSuffix("/")
+            else {
+                throw ValidationError("--cors-origin '\(origin)' must be an origin such as https://app.example.com (no path)")
+            }
+        }
     }
 
     public var limits: Limits {
@@ -143,6 +195,11 @@ public struct Settings: ParsableArguments, Sendable {
             maxWidth: maxWidth, maxHeight: maxHeight, maxPixels: maxPixels, maxSteps: maxSteps,
             maxBatch: maxBatch, maxPromptLength: maxPromptLength
         )
+    }
+
+    /// The CORS origins, with comma-separated values split.
+    public var corsOrigins: [String] {
+        corsOrigin.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     public var modelsURL: URL { URL(fileURLWithPath: modelsDir).standardizedFileURL }

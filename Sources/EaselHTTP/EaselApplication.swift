@@ -9,21 +9,34 @@ import ServiceLifecycle
 
 /// Builds the server: the job store, the engine and the scheduler, the routes, and the
 /// services that start and stop with it.
-public func buildApplication(settings: Settings, logger: Logger) throws -> some ApplicationProtocol {
+public func buildApplication(settings: Settings, logger: Logger, shutdownGate: ShutdownGate? = nil) throws -> some ApplicationProtocol {
     let store = try SQLiteJobStore(folder: settings.dataURL.appendingPathComponent("store"))
     let parameters = GenerationParameters(store: store, limits: settings.limits)
     let engine = Engine(settings: settings, parameters: parameters, logger: logger)
-    let scheduler = JobScheduler(
-        store: store, generator: engine,
-        configuration: .init(
-            maxQueued: settings.maxQueue, previewEvery: settings.previewEvery,
-            retentionMaxAge: settings.retentionDays * 86400, retentionMaxBytes: settings.retentionMaxBytes
-        ),
-        logger: logger
+    var schedulerConfiguration = JobScheduler.Configuration(
+        maxQueued: settings.maxQueue, previewEvery: settings.previewEvery,
+        retentionMaxAge: settings.retentionDays * 86400, retentionMaxBytes: settings.retentionMaxBytes
     )
+    schedulerConfiguration.maxQueuedPerClient = settings.maxQueuePerKey
+    schedulerConfiguration.runnerCrashRetries = settings.runnerCrashRetries
+    let scheduler = JobScheduler(store: store, generator: engine, configuration: schedulerConfiguration, logger: logger)
+    let metrics = EaselMetrics()
+    let apiKeys = try APIKeys.load(settings)
+    if !apiKeys.isEmpty { logger.notice("API keys required: \(apiKeys.count) accepted") }
+    shutdownGate?.attach { [grace = settings.shutdownGrace] in
+        logger.notice("shutting down: no new jobs; waiting up to \(grace) s for running ones")
+        await scheduler.drain(grace: .seconds(grace))
+        await scheduler.interruptRunning()
+    }
 
     let router = Router(context: EaselRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: HTTPMetricsMiddleware(metrics: metrics))
+    router.add(middleware: CORSPolicyMiddleware(settings: settings))
     router.add(middleware: ErrorMiddleware())
+    router.add(middleware: AccessMiddleware(keys: apiKeys, settings: settings, address: { $0.clientAddress }))
+    if settings.requestTimeout > 0 { router.add(middleware: RequestTimeoutMiddleware(seconds: settings.requestTimeout)) }
+    StatusController(engine: engine, scheduler: scheduler, metrics: metrics).addRoutes(to: router)
     HealthController(engine: engine).addRoutes(to: router)
     ModelsController(engine: engine, maxBodyBytes: settings.maxBodyBytes).addRoutes(to: router)
     ParametersController(parameters: parameters, maxBodyBytes: settings.maxBodyBytes).addRoutes(to: router)
@@ -37,7 +50,10 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
     SDCppController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     let webSockets = WebSocketController(scheduler: scheduler)
     webSockets.addHTTPRoutes(to: router)
+    MCPController(settings: settings).addRoutes(to: router)
+    WebController(router: router, logger: logger).addRoutes(to: router)
     let webSocketRouter = Router(context: EaselWebSocketContext.self)
+    webSocketRouter.add(middleware: AccessMiddleware(keys: apiKeys, settings: settings, address: { _ in nil }))
     webSockets.addRoutes(to: webSocketRouter)
 
     let notifier = WebhookNotifier(
@@ -54,7 +70,10 @@ public func buildApplication(settings: Settings, logger: Logger) throws -> some 
         configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "Easel/\(EaselVersion.current)"),
         // Shutdown runs in reverse: the scheduler drains first, so the notifier still
         // sees the jobs that finish while it drains.
-        services: [engine, notifier, dialects, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger)],
+        services: [
+            engine, notifier, dialects, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger),
+            JobMetricsService(scheduler: scheduler, metrics: metrics),
+        ],
         onServerRunning: { channel in
             logger.notice("listening on http://\(settings.host):\(channel.localAddress?.port ?? settings.port)")
         },

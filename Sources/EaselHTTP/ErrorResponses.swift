@@ -22,6 +22,8 @@ extension EaselError: HTTPResponseError {
         var response = JSONResponse.make(ErrorBody(error: .init(code: code.rawValue, message: message, field: field)), status: status)
         if code == .notReady || code == .queueFull || code == .shuttingDown { response.headers[.retryAfter] = "5" }
         if code == .upgradeRequired { response.headers[.upgrade] = "websocket" }
+        if code == .unauthorized { response.headers[.wwwAuthenticate] = #"Bearer realm="easel", Basic realm="easel""# }
+        if code == .rateLimited { response.headers[.retryAfter] = "1" }
         return response
     }
 }

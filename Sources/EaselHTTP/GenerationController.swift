@@ -87,11 +87,19 @@ struct GenerationController {
     static func run(_ spec: GenerationSpec, scheduler: JobScheduler, context: Context, cancelOnDisconnect: Bool) async throws -> Job {
         let id = Job.newID()
         _ = try await scheduler.submit([Job(id: id, priority: 0, spec: spec)])
-        let job = cancelOnDisconnect
-            ? try await ClientGoneHandler.watching(context.channel, onGone: { Task { _ = try? await scheduler.cancel(id: id) } }) {
-                try await scheduler.finished(id: id)
-            }
-            : try await scheduler.finished(id: id)
+        // A request that is cancelled (--request-timeout) takes its job with it.
+        let job = try await withTaskCancellationHandler {
+            cancelOnDisconnect
+                ? try await ClientGoneHandler.watching(context.channel, onGone: { Task { _ = try? await scheduler.cancel(id: id) } }) {
+                    try await scheduler.finished(id: id)
+                }
+                : try await scheduler.finished(id: id)
+        } onCancel: {
+            Task { _ = try? await scheduler.cancel(id: id) }
+        }
+        guard job.state.isFinal else {
+            throw EaselError(.shuttingDown, "the server shut down before job \(id) finished; it runs again after the next start")
+        }
         if let failure = job.failure, job.state != .succeeded {
             throw EaselError(EaselError.Code(rawValue: failure.code) ?? .internalError, failure.message)
         }

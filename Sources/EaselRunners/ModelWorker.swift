@@ -29,6 +29,13 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
     public var totalSteps: Int?
     /// Requests waiting for this model's runner.
     public var waiting = 0
+    /// CUDA memory the runner reported after loading; nil on CPU.
+    public var gpuMemoryBytes: Int64?
+    /// Runners of this model lost (crashed, killed, hung) since the server started.
+    public var restarts = 0
+    /// Seconds the last load took, and all loads together.
+    public var lastLoadSeconds: Double?
+    public var loadSecondsTotal = 0.0
 }
 
 /// One model and the runner that serves it. Whoever uses the runner (a generation, a
@@ -130,7 +137,7 @@ actor ModelWorker {
     func stopRunner() async {
         guard let runner else { return }
         self.runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, keepAlive: runtime.keepAlive, waiting: runtime.waiting)
+        runtime = ModelRuntime().keepingHistory(of: runtime)
         logger.notice("unloaded model \(entry.id) (runner \(runner.pid))")
         await runner.shutdown()
     }
@@ -176,7 +183,10 @@ actor ModelWorker {
             runtime.device = loaded.device
             runtime.dtype = loaded.dtype
             runtime.memoryBytes = loaded.memoryBytes
+            runtime.gpuMemoryBytes = loaded.gpuMemoryBytes
             runtime.loadCount += 1
+            runtime.lastLoadSeconds = (clock.now - start).seconds
+            runtime.loadSecondsTotal += (clock.now - start).seconds
             logger.notice("loaded model \(entry.id) in runner \(started.pid) on \(loaded.device) in \(String(format: "%.1f", loaded.loadSeconds)) s")
             return (started, (clock.now - start).seconds)
         } catch {
@@ -190,7 +200,8 @@ actor ModelWorker {
         guard await !lost.isAlive, runner === lost else { return }
         logger.warning("runner \(lost.pid) of model \(entry.id) is gone; the next request starts a new one")
         runner = nil
-        runtime = ModelRuntime(loadCount: runtime.loadCount, lastUsed: runtime.lastUsed, keepAlive: runtime.keepAlive, waiting: runtime.waiting)
+        runtime = ModelRuntime().keepingHistory(of: runtime)
+        runtime.restarts += 1
     }
 
     private func progressed(step: Int, total: Int) {
@@ -214,5 +225,21 @@ extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+extension ModelRuntime {
+    /// This runtime with what outlives a runner (counters, keep-alive, waiting requests)
+    /// copied from `previous`.
+    func keepingHistory(of previous: ModelRuntime) -> ModelRuntime {
+        var kept = self
+        kept.loadCount = previous.loadCount
+        kept.lastUsed = previous.lastUsed
+        kept.keepAlive = previous.keepAlive
+        kept.waiting = previous.waiting
+        kept.restarts = previous.restarts
+        kept.lastLoadSeconds = previous.lastLoadSeconds
+        kept.loadSecondsTotal = previous.loadSecondsTotal
+        return kept
     }
 }

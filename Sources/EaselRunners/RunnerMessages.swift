@@ -176,6 +176,8 @@ public struct LoadedModel: Decodable, Sendable, Equatable {
     public let loadSeconds: Double
     public let loadCount: Int
     public let memoryBytes: Int64
+    /// CUDA memory the runner's torch holds; nil on CPU.
+    public var gpuMemoryBytes: Int64? = nil
 }
 
 /// A runner's answer to `generate`.

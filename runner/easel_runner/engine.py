@@ -105,7 +105,8 @@ class DiffusersEngine:
         self.load_count += 1
         return {"model_id": request.model_id, "architecture": architecture, "device": device.type,
                 "dtype": str(dtype).removeprefix("torch."), "load_seconds": round(time.monotonic() - started, 3),
-                "load_count": self.load_count, "memory_bytes": _memory_bytes(device)}
+                "load_count": self.load_count, "memory_bytes": _memory_bytes(device),
+                "gpu_memory_bytes": _gpu_memory_bytes(device)}
 
     def generate(self, request, on_progress, cancelled):
         """The encoded images of `request`; `on_progress(step, total, preview)` after each step,
@@ -352,6 +353,11 @@ def _free_memory():
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _gpu_memory_bytes(device):
+    """CUDA memory the model holds (reserved by torch's allocator), or None on CPU."""
+    return torch.cuda.memory_reserved(device) if device.type == "cuda" else None
 
 
 def _memory_bytes(device):
