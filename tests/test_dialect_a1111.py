@@ -127,3 +127,20 @@ def test_errors_have_a1111_shape(a1111):
     assert response.status_code == 404 and response.json()["error"] == "HTTPException"
     response = requests.post(a1111.url + "/sdapi/v1/img2img", json={"prompt": "x"}, timeout=30)
     assert response.status_code == 422 and response.json()["body"] == "init_images"
+
+
+def test_http_basic_auth_as_api_auth_does(tiny_models, tmp_path):
+    """With API keys configured, A1111 clients authenticate with HTTP Basic (any user, the
+    key as password), as with A1111's `--api-auth`; OpenAI clients with their Bearer key."""
+    easel = EaselServer(tmp_path, tiny_models, "--default-model", "tiny", "--api-key", "a1111-test-key").start()
+    try:
+        easel.wait_ready()
+        assert requests.get(easel.url + "/sdapi/v1/options", timeout=10).status_code == 401
+        api = webuiapi.WebUIApi(baseurl=easel.url + "/sdapi/v1", username="user", password="a1111-test-key")
+        assert api.txt2img(prompt="a key", width=64, height=64, steps=1).image.size == (64, 64)
+        assert api.get_options()["sd_model_checkpoint"].startswith("tiny [")
+        import openai
+        client = openai.OpenAI(base_url=easel.url + "/v1", api_key="a1111-test-key", max_retries=0)
+        assert client.images.generate(prompt="a key", size="64x64", extra_body={"steps": 1}).data[0].b64_json
+    finally:
+        easel.stop()
