@@ -57,7 +57,10 @@ def test_every_documented_route_exists(docs_server, document):
             # A body that is not JSON reaches the handler without queueing anything.
             response = requests.request(method, url, data="{", timeout=30,
                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
-            code = response.json().get("error", {}).get("code") if "json" in response.headers.get("content-type", "") else None
+            body = response.json() if "json" in response.headers.get("content-type", "") else {}
+            # The dialects' errors: OpenAI's {"error": {"code"}}, A1111's and sd-server's
+            # {"error": "message", "code"}.
+            code = body.get("error", {}).get("code") if isinstance(body.get("error"), dict) else body.get("code")
             assert code not in ("not_found", "method_not_allowed"), f"{method.upper()} {path}: {response.status_code} {response.text[:200]}"
             assert response.status_code != 404 or code in ("job_not_found", "image_not_found", "model_not_found"), (method, path)
 
