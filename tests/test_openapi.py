@@ -59,7 +59,9 @@ def test_every_documented_route_exists(docs_server, document):
                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
             body = response.json() if "json" in response.headers.get("content-type", "") else None
             error = body.get("error") if isinstance(body, dict) else None
-            code = error.get("code") if isinstance(error, dict) else None
+            # The native and OpenAI errors: {"error": {"code"}}; A1111's and sd-server's:
+            # {"error": "message", "code"}.
+            code = error.get("code") if isinstance(error, dict) else (body or {}).get("code") if isinstance(body, dict) else None
             assert code not in ("not_found", "method_not_allowed"), f"{method.upper()} {path}: {response.status_code} {response.text[:200]}"
             # A 404 must be about the thing (job_not_found, model_not_found, …), not the route.
             assert response.status_code != 404 or (code or "").endswith("_not_found"), (method, path, code)

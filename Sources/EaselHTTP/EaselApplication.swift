@@ -44,6 +44,10 @@ public func buildApplication(settings: Settings, logger: Logger, shutdownGate: S
     GenerationController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     JobsController(engine: engine, scheduler: scheduler, converter: engine.imageConverter, settings: settings)
         .addRoutes(to: router)
+    let dialects = DialectState(engine: engine, scheduler: scheduler)
+    A1111Controller(engine: engine, scheduler: scheduler, settings: settings, state: dialects).addRoutes(to: router)
+    OpenAIImagesController(engine: engine, scheduler: scheduler, settings: settings, converter: engine.imageConverter).addRoutes(to: router)
+    SDCppController(engine: engine, scheduler: scheduler, settings: settings).addRoutes(to: router)
     let webSockets = WebSocketController(scheduler: scheduler)
     webSockets.addHTTPRoutes(to: router)
     MCPController(settings: settings).addRoutes(to: router)
@@ -67,7 +71,7 @@ public func buildApplication(settings: Settings, logger: Logger, shutdownGate: S
         // Shutdown runs in reverse: the scheduler drains first, so the notifier still
         // sees the jobs that finish while it drains.
         services: [
-            engine, notifier, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger),
+            engine, notifier, dialects, SchedulerService(scheduler: scheduler, grace: .seconds(settings.shutdownGrace), logger: logger),
             JobMetricsService(scheduler: scheduler, metrics: metrics),
         ],
         onServerRunning: { channel in
