@@ -103,7 +103,8 @@ def test_the_model_is_loaded_once(server):
     body = server.txt2img(prompt="no reload", width=64, height=64, steps=1).json()
     after = server.model("tiny")["runtime"]
     assert body["timings"]["load_seconds"] == 0
-    assert before["load_count"] == after["load_count"] == body["runner"]["load_count"] == 1
+    # Other tests share this server and may unload the model; this request must not reload it.
+    assert before["load_count"] == after["load_count"] == body["runner"]["load_count"] >= 1
     assert before["runner_pid"] == after["runner_pid"] == body["runner"]["pid"]
 
 
