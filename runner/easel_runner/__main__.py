@@ -21,10 +21,12 @@ def main():
             return {"type": "loaded", "id": job.id, **diffusers_engine.load(messages.parse_load(job.message))}
         request = messages.parse_generate(job.message, samplers.available(), samplers.SCHEDULERS)
 
-        def on_progress(step, total, preview=None):
+        def on_progress(step, total, previews=None):
             frame = {"type": "progress", "id": job.id, "step": step, "total": total}
-            if preview is not None:
-                frame["preview"] = preview
+            if previews is not None and request.merged:
+                frame["previews"] = previews
+            elif previews is not None and previews[0] is not None:
+                frame["preview"] = previews[0]
             connection.send(frame)
 
         images, seconds = diffusers_engine.generate(request, on_progress, job.cancelled)
@@ -55,7 +57,8 @@ def _summary(reply):
         return (f"{reply['id']}: loaded {reply['model_id']} ({reply['architecture']}, {reply['device']}, "
                 f"{reply['dtype']}) in {reply['load_seconds']} s")
     if reply["type"] == "result":
-        return f"{reply['id']}: {len(reply['images'])} image(s) in {reply['engine_seconds']} s"
+        members = len({image.get("member", 0) for image in reply["images"]})
+        return f"{reply['id']}: {len(reply['images'])} image(s) for {members} job(s) in {reply['engine_seconds']} s"
     return f"{reply['id']}: {reply['code']}: {reply['message']}"
 
 

@@ -97,20 +97,19 @@ class DiffusersEngine:
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
             model = _Model(pipe, architecture)
-            # The first call after a load pays for kernel selection and allocator growth.
-            pipe(prompt="", width=_WARMUP_SIZE, height=_WARMUP_SIZE, num_inference_steps=1, output_type="pil")
+            warmup_seconds = _warm_up(pipe) if request.warm_up else None
         except Exception as exc:
             raise _runner_error(exc, "model_load_failed") from exc
         self._model = model
         self.load_count += 1
         return {"model_id": request.model_id, "architecture": architecture, "device": device.type,
                 "dtype": str(dtype).removeprefix("torch."), "load_seconds": round(time.monotonic() - started, 3),
-                "load_count": self.load_count, "memory_bytes": _memory_bytes(device),
+                "warmup_seconds": warmup_seconds, "load_count": self.load_count, "memory_bytes": _memory_bytes(device),
                 "gpu_memory_bytes": _gpu_memory_bytes(device)}
 
     def generate(self, request, on_progress, cancelled):
-        """The encoded images of `request`; `on_progress(step, total, preview)` after each step,
-        `preview` being None or the `preview` object of the `progress` frame."""
+        """The encoded images of `request`; `on_progress(step, total, previews)` after each step,
+        `previews` being None or one `preview` object (or None) per member."""
         model = self._model
         if model is None:
             raise RunnerError("not_loaded", "generate before a successful load")
@@ -125,6 +124,9 @@ class DiffusersEngine:
                 model.loras.deactivate()
             images = [_encoded(image, seed, request, infotext)
                       for image, seed, infotext in zip(generated, request.seeds, request.infotexts)]
+            if request.merged:
+                for image, member in zip(images, request.image_members):
+                    image["member"] = member
         except _Cancelled as exc:
             raise RunnerError("cancelled", f"cancelled at step {exc.step} of {progress.total}") from None
         except Exception as exc:
@@ -135,6 +137,14 @@ class DiffusersEngine:
         if self._model is not None:
             self._model = None
             _free_memory()
+
+
+def _warm_up(pipe):
+    """Runs one tiny generation so that the first request does not pay for kernel
+    selection, allocator growth and oneDNN primitive creation; its seconds."""
+    started = time.monotonic()
+    pipe(prompt="", width=_WARMUP_SIZE, height=_WARMUP_SIZE, num_inference_steps=1, output_type="pil")
+    return round(time.monotonic() - started, 3)
 
 
 def pass_steps(request):
@@ -179,7 +189,7 @@ class _Progress:
         if step > self._reported:
             self._reported = step
             self._on_progress(step, self.total,
-                              _preview(self._request, step, self.total, tensors, self._architecture))
+                              _previews(self._request, step, self.total, tensors, self._architecture))
         self.check_cancelled()
         return tensors
 
@@ -219,20 +229,35 @@ def _run_pass(model, pipe, request, progress, **arguments):
     progress.begin_pass()
     pipe.scheduler = samplers.make_scheduler(request.sampler, model.scheduler_config, request.scheduler)
     arguments.setdefault("output_type", "pil")
-    output = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt,
-                  guidance_scale=request.cfg_scale, num_images_per_prompt=len(request.seeds),
+    output = pipe(guidance_scale=request.cfg_scale,
                   generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds],
-                  callback_on_step_end=progress.on_step_end, **arguments)
+                  callback_on_step_end=progress.on_step_end, **_prompts(request), **arguments)
     return output.images
 
 
-def _preview(request, step, total, tensors, architecture="sd1"):
-    """The preview for `step` when one is due, else None; a failure only costs the preview."""
+def _prompts(request):
+    """The pipeline's prompt arguments: one prompt for a single job's images, else one
+    prompt per image, so that each member's images follow its own prompts."""
+    if not request.merged:
+        member = request.members[0]
+        return {"prompt": member.prompt, "negative_prompt": member.negative_prompt,
+                "num_images_per_prompt": len(member.seeds)}
+    return {"prompt": [member.prompt for member in request.members for _ in member.seeds],
+            "negative_prompt": [member.negative_prompt for member in request.members for _ in member.seeds]}
+
+
+def _previews(request, step, total, tensors, architecture="sd1"):
+    """The previews for `step` when they are due, else None: one per member, of its first
+    image. A failure only costs that preview (None in its place)."""
     every = request.preview_every
     if every <= 0 or step % every or step >= total:
         return None
+    return [_preview(tensors, start, step, total, architecture) for start in request.member_starts]
+
+
+def _preview(tensors, image, step, total, architecture):
     try:
-        return preview.make_preview(tensors["latents"], architecture)
+        return preview.make_preview(tensors["latents"][image:image + 1], architecture)
     except Exception:
         print(f"easel-runner: preview at step {step} of {total} failed, skipped:", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)

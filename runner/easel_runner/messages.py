@@ -24,6 +24,8 @@ MAX_PADDING = 4096
 MAX_LORA_WEIGHT = 100.0
 
 _REQUIRED = object()
+# The fields a `generate` carries per job: at the top level, or in each of its `members`.
+_MEMBER_FIELDS = ("prompt", "negative_prompt", "seeds", "infotexts")
 
 
 @dataclass(frozen=True)
@@ -36,21 +38,28 @@ class LoadRequest:
     device: str
     dtype: str
     threads: int
+    warm_up: bool = True
+
+
+@dataclass(frozen=True)
+class Member:
+    """One job's part of a `generate`: its own prompts, seeds and infotexts."""
+    prompt: str
+    negative_prompt: str
+    seeds: list
+    infotexts: list
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    prompt: str
-    negative_prompt: str
+    members: tuple  # Member, one per job; more than one when the server merged jobs
     width: int
     height: int
     steps: int
     cfg_scale: float
     sampler: str
-    seeds: list
     output_format: str
     quality: int
-    infotexts: list
     preview_every: int = 0
     scheduler: str = "automatic"
     loras: tuple = ()
@@ -59,6 +68,34 @@ class GenerateRequest:
     resize_mode: str = "resize"
     inpaint: object = None  # Inpaint
     hires: object = None  # Hires
+
+    @property
+    def merged(self):
+        """Whether this generation serves several jobs (a `members` list)."""
+        return len(self.members) > 1
+
+    @property
+    def seeds(self):
+        """Every image's seed, member after member."""
+        return [seed for member in self.members for seed in member.seeds]
+
+    @property
+    def infotexts(self):
+        return [infotext for member in self.members for infotext in member.infotexts]
+
+    @property
+    def image_members(self):
+        """The member index of every image, in image order."""
+        return [index for index, member in enumerate(self.members) for _ in member.seeds]
+
+    @property
+    def member_starts(self):
+        """The index of each member's first image."""
+        starts, start = [], 0
+        for member in self.members:
+            starts.append(start)
+            start += len(member.seeds)
+        return starts
 
 
 @dataclass(frozen=True)
@@ -97,16 +134,12 @@ def parse_load(message):
         device=_choice(message, "device", DEVICES, "auto"),
         dtype=_choice(message, "dtype", DTYPES, "auto"),
         threads=_integer(message, "threads", 0, 4096, 0),
+        warm_up=_flag(message, "warm_up", True),
     )
 
 
 def parse_generate(message, samplers, schedulers=("automatic",)):
-    seeds = _field(message, "seeds", list)
-    if not seeds or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
-        raise RunnerError("invalid_request", f"seeds must be a non-empty list of integers in 0..{MAX_SEED}")
-    infotexts = _field(message, "infotexts", list, [""] * len(seeds))
-    if len(infotexts) != len(seeds) or not all(isinstance(t, str) for t in infotexts):
-        raise RunnerError("invalid_request", "infotexts must be a list of strings, one per seed")
+    members = _members(message)
     sampler = _field(message, "sampler", str)
     if sampler not in samplers:
         raise RunnerError("invalid_request", f"unknown sampler {sampler!r}; available: {', '.join(samplers)}")
@@ -123,17 +156,14 @@ def parse_generate(message, samplers, schedulers=("automatic",)):
     if init_image is not None:
         _check_steps_left(steps, denoising_strength, "denoising_strength")
     return GenerateRequest(
-        prompt=_field(message, "prompt", str),
-        negative_prompt=_field(message, "negative_prompt", str, ""),
+        members=members,
         width=width,
         height=height,
         steps=steps,
         cfg_scale=float(_field(message, "cfg_scale", (int, float))),
         sampler=sampler,
-        seeds=seeds,
         output_format=_choice(message, "output_format", OUTPUT_FORMATS),
         quality=_integer(message, "quality", 1, 100, 90),
-        infotexts=infotexts,
         preview_every=_integer(message, "preview_every", 0, MAX_PREVIEW_EVERY, 0),
         scheduler=scheduler,
         loras=_loras(message),
@@ -143,6 +173,32 @@ def parse_generate(message, samplers, schedulers=("automatic",)):
         inpaint=_inpaint(message, init_image),
         hires=_hires(message, width, height, steps, init_image),
     )
+
+
+def _members(message):
+    """The jobs one `generate` serves: its `members`, or the message itself when it has none."""
+    if "members" not in message:
+        return (_member(message),)
+    for name in _MEMBER_FIELDS:
+        if name in message:
+            raise RunnerError("invalid_request", f"field {name!r} goes inside each member when 'members' is given")
+    items = _field(message, "members", list)
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise RunnerError("invalid_request", "members must be a non-empty list of objects "
+                                             "{prompt, negative_prompt, seeds, infotexts}")
+    return tuple(_member(item, where="members[]") for item in items)
+
+
+def _member(obj, where=None):
+    seeds = _field(obj, "seeds", list, where=where)
+    if not seeds or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in seeds):
+        raise RunnerError("invalid_request", f"seeds must be a non-empty list of integers in 0..{MAX_SEED}")
+    infotexts = _field(obj, "infotexts", list, [""] * len(seeds), where=where)
+    if len(infotexts) != len(seeds) or not all(isinstance(t, str) for t in infotexts):
+        raise RunnerError("invalid_request", "infotexts must be a list of strings, one per seed")
+    return Member(prompt=_field(obj, "prompt", str, where=where),
+                  negative_prompt=_field(obj, "negative_prompt", str, "", where=where),
+                  seeds=seeds, infotexts=infotexts)
 
 
 def _init_image(message):
@@ -227,8 +283,8 @@ def _bounded(obj, name, low, high, default=_REQUIRED, where=None):
     return value
 
 
-def _flag(obj, name):
-    value = obj.get(name, False)
+def _flag(obj, name, default=False):
+    value = obj.get(name, default)
     if not isinstance(value, bool):
         raise RunnerError("invalid_request", f"field {name!r} must be true or false")
     return value

@@ -17,6 +17,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from easel_runner import engine, ldm, preview, samplers, tiny
 from easel_runner.engine import CONFIGS
+from easel_runner.errors import RunnerError
 from easel_runner.messages import parse_generate
 from easel_runner.tokenizer import clip_tokenizer, pipeline_tokenizers
 
@@ -233,9 +234,32 @@ def test_preview_failure_is_logged_and_skipped(capsys):
     request = parse_generate({"prompt": "", "width": 64, "height": 64, "steps": 6, "cfg_scale": 7,
                               "sampler": "Euler", "seeds": [1], "output_format": "png", "preview_every": 2},
                              ["Euler"])
-    assert engine._preview(request, 2, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is not None
-    assert engine._preview(request, 2, 6, {"latents": torch.zeros(1, 3, 8, 8)}) is None
+    assert engine._previews(request, 2, 6, {"latents": torch.zeros(1, 4, 8, 8)})[0] is not None
+    assert engine._previews(request, 2, 6, {"latents": torch.zeros(1, 3, 8, 8)}) == [None]
     assert "preview at step 2 of 6 failed" in capsys.readouterr().err
-    assert engine._preview(request, 2, 6, {}) is None
-    assert engine._preview(request, 3, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None
-    assert engine._preview(request, 6, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None
+    assert engine._previews(request, 2, 6, {}) == [None]
+    assert engine._previews(request, 3, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None
+    assert engine._previews(request, 6, 6, {"latents": torch.zeros(1, 4, 8, 8)}) is None
+
+
+def test_merged_previews_show_each_members_first_image():
+    members = [{"prompt": "a", "seeds": [1, 2]}, {"prompt": "b", "seeds": [3]}]
+    request = parse_generate({"members": members, "width": 64, "height": 64, "steps": 6, "cfg_scale": 7,
+                              "sampler": "Euler", "output_format": "png", "preview_every": 2}, ["Euler"])
+    assert (request.seeds, request.image_members, request.member_starts) == ([1, 2, 3], [0, 0, 1], [0, 2])
+    latents = torch.stack([torch.full((4, 8, 8), value) for value in (-1.0, 0.0, 1.0)])
+    first, second = engine._previews(request, 2, 6, {"latents": latents})
+    assert first == preview.make_preview(latents[0:1]) and second == preview.make_preview(latents[2:3])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prompt": "top-level"}, "goes inside each member"),
+    ({"members": []}, "non-empty list"),
+    ({"members": [{"prompt": "a"}]}, "missing field 'members[].seeds'"),
+])
+def test_bad_members_are_invalid_requests(change, message):
+    generate = {"members": [{"prompt": "a", "seeds": [1]}], "width": 64, "height": 64, "steps": 1,
+                "cfg_scale": 7, "sampler": "Euler", "output_format": "png", **change}
+    with pytest.raises(RunnerError) as raised:
+        parse_generate(generate, ["Euler"])
+    assert raised.value.code == "invalid_request" and message in str(raised.value)

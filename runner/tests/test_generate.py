@@ -57,13 +57,18 @@ def test_load_reports_the_model(started, first_load):
     assert (first_load["architecture"], first_load["device"]) == ("sd1", device)
     assert first_load["dtype"] == ("float16" if device == "cuda" else "float32")
     assert first_load["load_count"] == 1
-    assert first_load["load_seconds"] > 0
+    assert first_load["load_seconds"] > first_load["warmup_seconds"] > 0
     assert 50 * 2**20 < first_load["memory_bytes"] < 8 * 2**30
 
 
 def test_reload_counts_and_infers_the_architecture(runner, tiny):
     reply, _ = runner.request(rc.load_message("load-2", tiny["folder"], architecture=None))
     assert (reply["type"], reply["architecture"], reply["load_count"]) == ("loaded", "sd1", 2)
+
+
+def test_load_without_warm_up_reports_none(runner, tiny):
+    reply, _ = runner.request({**rc.load_message("load-cold", tiny["folder"]), "warm_up": False})
+    assert (reply["type"], reply["warmup_seconds"]) == ("loaded", None)
 
 
 def test_png_batch_with_progress_and_infotext(runner):
@@ -150,6 +155,32 @@ def test_previews_come_every_n_steps_but_never_on_the_last(runner):
         assert max(decoded.size) <= 256
         assert decoded.width == 2 * decoded.height  # the 128x64 request's aspect
     assert rc.decode(reply["images"][0]).size == (128, 64)
+
+
+def test_merged_members_get_the_images_each_would_get_alone(runner):
+    members = [{"prompt": "a lighthouse", "negative_prompt": "", "seeds": [21, 22], "infotexts": ["a", "b"]},
+               {"prompt": "a red fox in snow", "negative_prompt": "blurry", "seeds": [23], "infotexts": ["c"]},
+               {"prompt": "", "negative_prompt": "", "seeds": [21], "infotexts": ["d"]}]
+    shared = {"sampler": "Euler a", "steps": 3, "preview_every": 2}
+    merged = rc.generate_message("gen-merged", **shared)
+    for name in ("prompt", "negative_prompt", "seeds", "infotexts"):
+        del merged[name]
+    reply, before = runner.request({**merged, "members": members})
+    assert reply["type"] == "result", reply
+    assert [(image["member"], image["seed"]) for image in reply["images"]] == [(0, 21), (0, 22), (1, 23), (2, 21)]
+    assert [rc.decode(image).info["parameters"] for image in reply["images"]] == ["a", "b", "c", "d"]
+    previews = [frame["previews"] for frame in before if "previews" in frame]
+    assert len(previews) == 1 and len(previews[0]) == 3 and not any("preview" in frame for frame in before)
+    batched = rc.pixels(reply)
+    alone = []
+    for index, member in enumerate(members):
+        single, _ = runner.request(rc.generate_message(f"gen-alone-{index}", **shared, **member))
+        assert "member" not in single["images"][0]
+        alone += rc.pixels(single)
+    # Batched matrix products may round differently from single ones: equal within a step or two.
+    differences = [int(np.abs(b - a).max()) for b, a in zip(batched, alone)]
+    assert len(differences) == 4 and max(differences) <= 2, differences
+    assert not np.array_equal(batched[0], batched[3])  # same seed, other prompt
 
 
 @pytest.mark.parametrize("extra", [{}, {"preview_every": 0}])
