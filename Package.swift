@@ -71,7 +71,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
-        .testTarget(name: "EaselCoreTests", dependencies: ["EaselCore"]),
+        .testTarget(name: "EaselCoreTests", dependencies: ["EaselCore", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "EaselRunnersTests", dependencies: ["EaselRunners"]),
         .testTarget(name: "EaselStoreTests", dependencies: ["EaselStore", "EaselCore"]),
         .testTarget(name: "EaselHTTPTests", dependencies: ["EaselHTTP", "EaselCore"]),

@@ -76,7 +76,15 @@ public struct GenerationOutput: Sendable {
 /// What the scheduler hands validated work to. Cancelling the calling task stops the
 /// generation at the engine's next step boundary with an ``EaselError`` `cancelled`.
 public protocol ImageGenerator: Sendable {
+    /// Generates `specs` in one engine call; they share everything but their prompts and
+    /// seeds (``GenerationSpec/canShareEngineCall(with:)``). Output `i` and the progress
+    /// reported with member `i` belong to `specs[i]`.
     func generate(
-        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
-    ) async throws -> GenerationOutput
+        _ specs: [GenerationSpec], previewEvery: Int,
+        onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
+    ) async throws -> [GenerationOutput]
+
+    /// The most images one engine call for this model may hold when jobs are merged;
+    /// 1 turns merging off.
+    func mergeLimit(for modelID: String) async -> Int
 }

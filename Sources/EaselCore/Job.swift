@@ -97,12 +97,16 @@ public struct GenerationTimings: Codable, Sendable, Equatable {
     public var loadSeconds: Double
     public var engineSeconds: Double
     public var totalSeconds: Double
+    /// Jobs that ran in the same engine call, this one included (1: it ran alone); the
+    /// call's `engineSeconds` are theirs together. Nil in records made before merging.
+    public var mergedJobs: Int?
 
-    public init(queueSeconds: Double, loadSeconds: Double, engineSeconds: Double, totalSeconds: Double) {
+    public init(queueSeconds: Double, loadSeconds: Double, engineSeconds: Double, totalSeconds: Double, mergedJobs: Int? = nil) {
         self.queueSeconds = queueSeconds
         self.loadSeconds = loadSeconds
         self.engineSeconds = engineSeconds
         self.totalSeconds = totalSeconds
+        self.mergedJobs = mergedJobs
     }
 }
 

@@ -63,7 +63,10 @@ public actor JobScheduler {
     private struct RunningJob {
         var job: Job
         /// The engine call alone, so that cancelling it leaves the bookkeeping after it intact.
-        var generation: Task<GenerationOutput, Error>?
+        /// Jobs merged into one call share it.
+        var generation: Task<[GenerationOutput], Error>?
+        /// The jobs of the engine call this job runs in, itself included.
+        var callMembers: [String] = []
         /// A cancel that came before the engine call began.
         var cancelRequested = false
         let started: ContinuousClock.Instant
@@ -156,9 +159,25 @@ public actor JobScheduler {
             emit(.cancelled, job)
             return JobSnapshot(job: job)
         }
-        running[id]?.cancelRequested = true
-        running[id]?.generation?.cancel()
+        if running[id] != nil {
+            running[id]?.cancelRequested = true
+            await stopCancelled(id)
+        }
         return try await snapshot(id: id)
+    }
+
+    /// Stops a running job whose cancel was asked for. Alone in its engine call, it stops
+    /// the call; merged with jobs that go on, it ends now as cancelled and its images are
+    /// dropped when the call returns.
+    private func stopCancelled(_ id: String) async {
+        guard let run = running[id], run.cancelRequested else { return }
+        let goingOn = run.callMembers.filter { $0 != id && running[$0]?.cancelRequested == false }
+        if goingOn.isEmpty {
+            run.generation?.cancel()
+        } else if run.generation != nil {
+            let error = EaselError(.cancelled, "cancelled while running; the \(goingOn.count) jobs merged with it go on")
+            await finish(id, .failure(error), mergedJobs: run.callMembers.count)
+        }
     }
 
     public func snapshot(id: String) async throws -> JobSnapshot {
@@ -266,30 +285,57 @@ public actor JobScheduler {
     }
 
     private func start(_ queuedJob: Job) {
-        var job = queuedJob
-        job.state = .running
-        job.startedAt = Date()
-        running[job.id] = RunningJob(job: job, started: .now)
-        emit(.started, job)
+        let job = markRunning(queuedJob)
         Task { await self.execute(job) }
     }
 
-    private func execute(_ job: Job) async {
-        try? await store.save(job)
-        let (progressStream, progressSink) = AsyncStream.makeStream(of: GenerationProgress.self)
+    @discardableResult
+    private func markRunning(_ queuedJob: Job) -> Job {
+        var job = queuedJob
+        job.state = .running
+        job.startedAt = Date()
+        running[job.id] = RunningJob(job: job, callMembers: [job.id], started: .now)
+        emit(.started, job)
+        return job
+    }
+
+    /// Runs `head` with the queued jobs that can merge into its engine call.
+    private func execute(_ head: Job) async {
+        let limit = await generator.mergeLimit(for: head.spec.modelID)
+        var members = [head]
+        if running[head.id]?.cancelRequested == false {
+            let companions = JobMerging.companions(of: head, in: queued, imageLimit: limit)
+            let joining = Set(companions.map(\.id))
+            queued.removeAll { joining.contains($0.id) }
+            members += companions.map { markRunning($0) }
+        }
+        let memberIDs = members.map(\.id)
+        if members.count > 1 { logger.info("merged jobs \(memberIDs.joined(separator: ", ")) into one engine call") }
+        for member in members { try? await store.save(member) }
+        let (progressStream, progressSink) = AsyncStream.makeStream(of: (Int, GenerationProgress).self)
         // One consumer keeps progress events in step order.
         let pump = Task {
-            for await progress in progressStream { self.progressed(job.id, progress) }
+            for await (member, progress) in progressStream { self.progressed(memberIDs[member], progress) }
         }
         let generation = Task { [generator, configuration] in
-            try await generator.generate(job.spec, previewEvery: configuration.previewEvery) { progressSink.yield($0) }
+            try await generator.generate(members.map(\.spec), previewEvery: configuration.previewEvery) { member, progress in
+                progressSink.yield((member, progress))
+            }
         }
-        running[job.id]?.generation = generation
-        if running[job.id]?.cancelRequested == true { generation.cancel() }
+        for id in memberIDs {
+            running[id]?.generation = generation
+            running[id]?.callMembers = memberIDs
+        }
+        // Cancels that came before the engine call began.
+        for id in memberIDs { await stopCancelled(id) }
         let result = await generation.result
         progressSink.finish()
         await pump.value
-        await finish(job.id, result)
+        // Last member first: a member queued again for a retry goes to the queue's front,
+        // so the others end up in their old order.
+        for (index, id) in memberIDs.enumerated().reversed() {
+            await finish(id, result.map { $0[index] }, mergedJobs: memberIDs.count)
+        }
     }
 
     private func progressed(_ id: String, _ progress: GenerationProgress) {
@@ -307,7 +353,7 @@ public actor JobScheduler {
         emit(.progress, run.job, etaSeconds: run.etaSeconds, preview: progress.preview)
     }
 
-    private func finish(_ id: String, _ result: Result<GenerationOutput, Error>) async {
+    private func finish(_ id: String, _ result: Result<GenerationOutput, Error>, mergedJobs: Int) async {
         guard var job = running[id]?.job else { return }
         if draining, case .failure(let error) = result,
             error is CancellationError || [.runnerCrashed, .runnerTimeout, .cancelled].contains((error as? EaselError)?.code)
@@ -353,7 +399,7 @@ public actor JobScheduler {
             job.timings = GenerationTimings(
                 queueSeconds: (job.startedAt ?? finishedAt).timeIntervalSince(job.createdAt),
                 loadSeconds: output.loadSeconds, engineSeconds: output.engineSeconds,
-                totalSeconds: finishedAt.timeIntervalSince(job.createdAt)
+                totalSeconds: finishedAt.timeIntervalSince(job.createdAt), mergedJobs: mergedJobs
             )
         } catch let error as EaselError where error.code == .cancelled {
             job.state = .cancelled

@@ -57,6 +57,9 @@ public struct Settings: ParsableArguments, Sendable {
     @Option(help: "Largest number of images in one request.")
     public var maxBatch = 8
 
+    @Option(help: "Most images in one engine call when queued jobs that differ only in prompt and seed are merged; 1 turns merging off, 0 means 4 on CUDA and 1 otherwise.")
+    public var maxBatchSize = 0
+
     @Option(help: "Longest prompt or negative prompt, in characters.")
     public var maxPromptLength = 4000
 
@@ -101,6 +104,9 @@ public struct Settings: ParsableArguments, Sendable {
 
     @Option(help: "CPU threads per runner; 0 uses every core.")
     public var runnerThreads = 0
+
+    @Flag(inversion: .prefixedNo, help: "Run one tiny generation when a model loads, so that the first request does not pay one-time costs.")
+    public var warmUp = true
 
     @Option(help: "Seconds a runner may leave a heartbeat unanswered before it is killed.")
     public var runnerHeartbeatTimeout = 60.0
@@ -162,6 +168,7 @@ public struct Settings: ParsableArguments, Sendable {
         for (flag, value) in positive where value < 1 {
             throw ValidationError("\(flag) must be at least 1")
         }
+        guard maxBatchSize >= 0 else { throw ValidationError("--max-batch-size must be 0 (automatic), 1 (off) or more") }
         guard memoryBudget >= 0 else { throw ValidationError("--memory-budget must be 0 (none) or more") }
         guard keepAlive >= 0 || keepAlive == -1 else { throw ValidationError("--keep-alive must be -1 (forever) or 0 or more seconds") }
         guard runnerThreads >= 0 else { throw ValidationError("--runner-threads must be 0 or more") }

@@ -53,6 +53,7 @@ final class EaselMetrics: Sendable {
             _ = registry.counter(name: "easel_jobs_finished_total", labels: [("state", state)], help: Help.jobsFinished)
         }
         _ = registry.counter(name: "easel_jobs_retried_total", help: Help.jobsRetried)
+        _ = registry.counter(name: "easel_merged_jobs_total", help: Help.mergedJobs)
     }
 
     var counterValues: Counters { counters.withLockedValue { $0 } }
@@ -78,6 +79,7 @@ final class EaselMetrics: Sendable {
     private enum Help {
         static let jobsFinished = "Jobs that reached a final state"
         static let jobsRetried = "Jobs run again after their runner was lost"
+        static let mergedJobs = "Jobs that shared their engine call with other jobs (--max-batch-size)"
     }
 
     func record(_ event: JobEvent) {
@@ -102,6 +104,9 @@ final class EaselMetrics: Sendable {
                 registry.counter(
                     name: "easel_images_generated_total", labels: [("model", job.spec.modelID)], help: "Images generated"
                 ).increment(by: Int64(job.images.count))
+                if let merged = job.timings?.mergedJobs, merged > 1 {
+                    registry.counter(name: "easel_merged_jobs_total", help: Help.mergedJobs).increment()
+                }
             }
             if event.kind == .failed, let code = job.failure?.code {
                 registry.counter(name: "easel_job_failures_total", labels: [("code", code)], help: "Failed jobs by error code")

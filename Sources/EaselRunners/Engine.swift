@@ -147,8 +147,10 @@ public actor Engine: Service, ImageGenerator {
     }
 
     public func generate(
-        _ spec: GenerationSpec, previewEvery: Int, onProgress: @escaping @Sendable (GenerationProgress) -> Void
-    ) async throws -> GenerationOutput {
+        _ specs: [GenerationSpec], previewEvery: Int, onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
+    ) async throws -> [GenerationOutput] {
+        // Merged specs share the model and the LoRAs.
+        let spec = specs[0]
         let worker = worker(for: try resolve(spec.modelID))
         let loraPaths = try Dictionary(
             spec.loras.map { ($0.name, try loras.resolve($0.name, field: "loras").path) }
@@ -157,7 +159,7 @@ public actor Engine: Service, ImageGenerator {
         do {
             try await ensureLoaded(worker)
             let output = try await worker.generateHoldingTurn(
-                spec, loraPaths: loraPaths, previewEvery: previewEvery, onProgress: onProgress
+                specs, loraPaths: loraPaths, previewEvery: previewEvery, onProgress: onProgress
             )
             await worker.endTurn()
             readiness = .ready
@@ -166,6 +168,15 @@ public actor Engine: Service, ImageGenerator {
             await worker.endTurn()
             throw error
         }
+    }
+
+    /// `--max-batch-size`, or when it is 0 (automatic), ``JobMerging/automaticLimit`` for a
+    /// model on CUDA and 1 (no merging) elsewhere: on a CPU a merged call takes about as
+    /// long as its jobs one after another.
+    public func mergeLimit(for modelID: String) async -> Int {
+        if settings.maxBatchSize > 0 { return settings.maxBatchSize }
+        let device = await workers[modelID]?.snapshot.device ?? runnerHello?.device
+        return device == "cuda" ? JobMerging.automaticLimit : 1
     }
 
     public nonisolated var imageConverter: ImageConverter { ImageConverter(environment: environment) }

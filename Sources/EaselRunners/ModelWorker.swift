@@ -36,6 +36,9 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
     /// Seconds the last load took, and all loads together.
     public var lastLoadSeconds: Double?
     public var loadSecondsTotal = 0.0
+    /// Seconds the last load spent on its warm-up generation (part of the load); nil
+    /// when `--no-warm-up` skipped it.
+    public var warmupSeconds: Double?
 }
 
 /// One model and the runner that serves it. Whoever uses the runner (a generation, a
@@ -92,11 +95,12 @@ actor ModelWorker {
         try await ensureRunner().1
     }
 
-    /// Generates; the caller holds the turn.
+    /// Generates `specs` in one engine call (see ``ImageGenerator``); the caller holds the turn.
     func generateHoldingTurn(
-        _ spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int,
-        onProgress: @escaping @Sendable (GenerationProgress) -> Void
-    ) async throws -> GenerationOutput {
+        _ specs: [GenerationSpec], loraPaths: [String: String], previewEvery: Int,
+        onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
+    ) async throws -> [GenerationOutput] {
+        let spec = specs[0]
         let (runner, loadSeconds) = try await ensureRunner()
         try Task.checkCancellation()
         let samplers = hello?.samplers ?? []
@@ -115,17 +119,19 @@ actor ModelWorker {
             runtime.lastUsed = Date()
         }
         do {
-            let result = try await runner.generate(spec, loraPaths: loraPaths, previewEvery: previewEvery) { progress in
-                onProgress(progress)
-                Task { await self.progressed(step: progress.step, total: progress.total) }
+            let result = try await runner.generate(specs, loraPaths: loraPaths, previewEvery: previewEvery) { member, progress in
+                onProgress(member, progress)
+                if member == 0 { Task { await self.progressed(step: progress.step, total: progress.total) } }
             }
-            return GenerationOutput(
-                images: result.images.map {
-                    GeneratedImage(seed: $0.seed, format: $0.format, width: $0.width, height: $0.height, data: $0.data)
-                },
-                loadSeconds: loadSeconds, engineSeconds: result.engineSeconds,
-                runner: RunnerInfo(pid: runner.pid, device: runtime.device, loadCount: runtime.loadCount)
-            )
+            let info = RunnerInfo(pid: runner.pid, device: runtime.device, loadCount: runtime.loadCount)
+            return result.images.map { images in
+                GenerationOutput(
+                    images: images.map {
+                        GeneratedImage(seed: $0.seed, format: $0.format, width: $0.width, height: $0.height, data: $0.data)
+                    },
+                    loadSeconds: loadSeconds, engineSeconds: result.engineSeconds, runner: info
+                )
+            }
         } catch {
             await dropIfLost(runner)
             throw error
@@ -174,7 +180,9 @@ actor ModelWorker {
             throw error
         }
         do {
-            let loaded = try await started.load(entry, device: settings.device, threads: settings.runnerThreads)
+            let loaded = try await started.load(
+                entry, device: settings.device, threads: settings.runnerThreads, warmUp: settings.warmUp
+            )
             runner = started
             self.hello = hello
             runtime.state = .idle
@@ -184,6 +192,7 @@ actor ModelWorker {
             runtime.dtype = loaded.dtype
             runtime.memoryBytes = loaded.memoryBytes
             runtime.gpuMemoryBytes = loaded.gpuMemoryBytes
+            runtime.warmupSeconds = loaded.warmupSeconds
             runtime.loadCount += 1
             runtime.lastLoadSeconds = (clock.now - start).seconds
             runtime.loadSecondsTotal += (clock.now - start).seconds
@@ -239,6 +248,7 @@ extension ModelRuntime {
         kept.waiting = previous.waiting
         kept.restarts = previous.restarts
         kept.lastLoadSeconds = previous.lastLoadSeconds
+        kept.warmupSeconds = previous.warmupSeconds
         kept.loadSecondsTotal = previous.loadSecondsTotal
         return kept
     }

@@ -26,7 +26,10 @@ actor Runner {
 
     private struct PendingCall {
         let continuation: CheckedContinuation<RunnerEvent, Error>
-        let onProgress: (@Sendable (GenerationProgress) -> Void)?
+        /// Told each step with the member of a merged call the progress is for.
+        let onProgress: (@Sendable (_ member: Int, GenerationProgress) -> Void)?
+        /// The jobs the call serves: 1 unless jobs were merged.
+        var members = 1
         let deadline: ContinuousClock.Instant?
     }
 
@@ -67,7 +70,7 @@ actor Runner {
 
     var isAlive: Bool { failure == nil }
 
-    func load(_ entry: ModelEntry, device: String, threads: Int) async throws -> LoadedModel {
+    func load(_ entry: ModelEntry, device: String, threads: Int, warmUp: Bool) async throws -> LoadedModel {
         let id = newCallID("load")
         let message = RunnerRequest.Load(
             id: id,
@@ -75,30 +78,33 @@ actor Runner {
                 id: entry.id, path: entry.path, format: entry.format.rawValue,
                 architecture: entry.architecture, configDir: entry.configDir
             ),
-            device: device, dtype: "auto", threads: threads
+            device: device, dtype: "auto", threads: threads, warmUp: warmUp
         )
-        let reply = try await call(id: id, message, deadline: .now + timing.loadTimeout, onProgress: nil)
+        let reply = try await call(id: id, message, deadline: .now + timing.loadTimeout, members: 1, onProgress: nil)
         guard case .loaded(let loaded) = reply else { throw protocolViolation("expected 'loaded' for \(id)") }
         return loaded
     }
 
+    /// Generates `specs` in one call (merged jobs when more than one); returns each
+    /// spec's images and the call's engine seconds.
     func generate(
-        _ spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int,
-        onProgress: @escaping @Sendable (GenerationProgress) -> Void
-    ) async throws -> GenerationResult {
+        _ specs: [GenerationSpec], loraPaths: [String: String], previewEvery: Int,
+        onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
+    ) async throws -> (images: [[GenerationResult.Image]], engineSeconds: Double) {
         try Task.checkCancellation()
         let id = newCallID("generate")
-        let message = RunnerRequest.Generate(id: id, spec: spec, loraPaths: loraPaths, previewEvery: previewEvery)
+        let message = RunnerRequest.Generate(id: id, specs: specs, loraPaths: loraPaths, previewEvery: previewEvery)
         let reply = try await withTaskCancellationHandler {
-            try await call(id: id, message, deadline: nil, onProgress: onProgress)
+            try await call(id: id, message, deadline: nil, members: specs.count, onProgress: onProgress)
         } onCancel: {
             Task { await self.cancel(id) }
         }
         guard case .result(_, let result) = reply else { throw protocolViolation("expected 'result' for \(id)") }
-        guard result.images.count == spec.seeds.count else {
-            throw protocolViolation("asked for \(spec.seeds.count) images, got \(result.images.count)")
+        let seedCounts = specs.map(\.seeds.count)
+        guard let images = result.imagesByMember(seedCounts: seedCounts) else {
+            throw protocolViolation("asked for \(seedCounts) images per member, got \(result.images.count) that do not match")
         }
-        return result
+        return (images, result.engineSeconds)
     }
 
     func cancel(_ id: String) {
@@ -144,12 +150,12 @@ actor Runner {
     }
 
     private func call(
-        id: String, _ message: some Encodable, deadline: ContinuousClock.Instant?,
-        onProgress: (@Sendable (GenerationProgress) -> Void)?
+        id: String, _ message: some Encodable, deadline: ContinuousClock.Instant?, members: Int,
+        onProgress: (@Sendable (_ member: Int, GenerationProgress) -> Void)?
     ) async throws -> RunnerEvent {
         if let failure { throw failure }
         return try await withCheckedThrowingContinuation { continuation in
-            pending[id] = PendingCall(continuation: continuation, onProgress: onProgress, deadline: deadline)
+            pending[id] = PendingCall(continuation: continuation, onProgress: onProgress, members: members, deadline: deadline)
             do {
                 try send(message)
             } catch {
@@ -204,8 +210,15 @@ actor Runner {
             hello = greeting
             helloWaiter?.resume(returning: greeting)
             helloWaiter = nil
-        case .progress(let id, let progress):
-            pending[id]?.onProgress?(progress)
+        case .progress(let id, let progress, let memberPreviews):
+            guard let call = pending[id], let onProgress = call.onProgress else { break }
+            for member in 0..<call.members {
+                var memberProgress = progress
+                if let memberPreviews {
+                    memberProgress.preview = memberPreviews.indices.contains(member) ? memberPreviews[member] : nil
+                }
+                onProgress(member, memberProgress)
+            }
         case .loaded(let loaded):
             pending.removeValue(forKey: loaded.id)?.continuation.resume(returning: event)
         case .result(let id, _):

@@ -18,6 +18,7 @@ enum RunnerRequest {
         let device: String
         let dtype: String
         let threads: Int
+        let warmUp: Bool
     }
 
     struct Generate: Encodable {
@@ -35,20 +36,38 @@ enum RunnerRequest {
             let denoisingStrength: Double
         }
 
+        /// One job's part of a merged call.
+        struct Member: Encodable {
+            let prompt: String
+            let negativePrompt: String
+            let seeds: [UInt64]
+            let infotexts: [String]
+
+            init(_ spec: GenerationSpec) {
+                prompt = spec.prompt
+                negativePrompt = spec.negativePrompt
+                seeds = spec.seeds
+                infotexts = spec.seeds.indices.map { spec.infotext(forImage: $0, version: EaselVersion.current) }
+            }
+        }
+
         let type = "generate"
         let id: String
-        let prompt: String
-        let negativePrompt: String
+        /// A single job's prompts and seeds at the top level, as before merging existed;
+        /// merged jobs' in `members` instead.
+        let prompt: String?
+        let negativePrompt: String?
+        let seeds: [UInt64]?
+        let infotexts: [String]?
+        let members: [Member]?
         let width: Int
         let height: Int
         let steps: Int
         let cfgScale: Double
         let sampler: String
         let scheduler: String
-        let seeds: [UInt64]
         let outputFormat: String
         let quality: Int
-        let infotexts: [String]
         let previewEvery: Int
         let loras: [Lora]
         let initImage: Data?
@@ -61,20 +80,24 @@ enum RunnerRequest {
         let inpaintFullResPadding: Int?
         let hires: Hires?
 
-        init(id: String, spec: GenerationSpec, loraPaths: [String: String], previewEvery: Int) {
+        /// One engine call for `specs`, which share everything but their prompts and seeds.
+        init(id: String, specs: [GenerationSpec], loraPaths: [String: String], previewEvery: Int) {
             self.id = id
-            prompt = spec.prompt
-            negativePrompt = spec.negativePrompt
+            let spec = specs[0]
+            let single = specs.count == 1 ? Member(spec) : nil
+            prompt = single?.prompt
+            negativePrompt = single?.negativePrompt
+            seeds = single?.seeds
+            infotexts = single?.infotexts
+            members = single == nil ? specs.map(Member.init) : nil
             width = spec.width
             height = spec.height
             steps = spec.steps
             cfgScale = spec.cfgScale
             sampler = spec.sampler
             scheduler = spec.scheduler
-            seeds = spec.seeds
             outputFormat = spec.outputFormat.rawValue
             quality = spec.quality
-            infotexts = spec.seeds.indices.map { spec.infotext(forImage: $0, version: EaselVersion.current) }
             self.previewEvery = previewEvery
             loras = spec.loras.map { Lora(name: $0.name, path: loraPaths[$0.name] ?? $0.name, weight: $0.weight) }
             initImage = spec.initImage?.image
@@ -102,7 +125,8 @@ enum RunnerRequest {
 enum RunnerEvent: Sendable {
     case hello(RunnerHello)
     case loaded(LoadedModel)
-    case progress(id: String, GenerationProgress)
+    /// `memberPreviews`: a merged call's previews, one per member, in place of `preview`.
+    case progress(id: String, GenerationProgress, memberPreviews: [GenerationProgress.Preview?]?)
     case result(id: String, GenerationResult)
     case failure(id: String?, code: String, message: String, field: String?)
     case pong(id: String)
@@ -117,6 +141,7 @@ enum RunnerEvent: Sendable {
         let step: Int
         let total: Int
         let preview: GenerationProgress.Preview?
+        let previews: [GenerationProgress.Preview?]?
     }
 
     private struct Failure: Decodable {
@@ -138,7 +163,10 @@ enum RunnerEvent: Sendable {
         case "loaded": return .loaded(try decoder.decode(LoadedModel.self, from: payload))
         case "progress":
             let progress = try decoder.decode(Progress.self, from: payload)
-            return .progress(id: try requireID(), GenerationProgress(step: progress.step, total: progress.total, preview: progress.preview))
+            return .progress(
+                id: try requireID(), GenerationProgress(step: progress.step, total: progress.total, preview: progress.preview),
+                memberPreviews: progress.previews
+            )
         case "result": return .result(id: try requireID(), try decoder.decode(GenerationResult.self, from: payload))
         case "error":
             let failure = try decoder.decode(Failure.self, from: payload)
@@ -174,6 +202,8 @@ public struct LoadedModel: Decodable, Sendable, Equatable {
     public let device: String
     public let dtype: String
     public let loadSeconds: Double
+    /// Seconds of the warm-up generation, part of `loadSeconds`; nil when it was skipped.
+    public var warmupSeconds: Double? = nil
     public let loadCount: Int
     public let memoryBytes: Int64
     /// CUDA memory the runner's torch holds; nil on CPU.
@@ -189,8 +219,24 @@ public struct GenerationResult: Decodable, Sendable {
         public let height: Int
         /// The encoded image (base64 on the wire).
         public let data: Data
+        /// The member of a merged call the image belongs to; nil for a single job's call.
+        public var member: Int? = nil
     }
 
     public let engineSeconds: Double
     public let images: [Image]
+
+    /// The images of each member of a call for `seedCounts` images per member, or nil
+    /// when they do not add up to that.
+    func imagesByMember(seedCounts: [Int]) -> [[Image]]? {
+        if seedCounts.count == 1 {
+            return images.count == seedCounts[0] && images.allSatisfy({ $0.member == nil }) ? [images] : nil
+        }
+        var byMember = Array(repeating: [Image](), count: seedCounts.count)
+        for image in images {
+            guard let member = image.member, byMember.indices.contains(member) else { return nil }
+            byMember[member].append(image)
+        }
+        return byMember.map(\.count) == seedCounts ? byMember : nil
+    }
 }

@@ -55,7 +55,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
 
     @Test func progress() throws {
         let event = try decode(#"{"type": "progress", "id": "gen-7", "step": 3, "total": 20}"#)
-        guard case .progress(let id, let progress) = event else {
+        guard case .progress(let id, let progress, nil) = event else {
             Issue.record("expected progress, got \(event)"); return
         }
         #expect(id == "gen-7")
@@ -66,10 +66,38 @@ private func decode(_ json: String) throws -> RunnerEvent {
         let event = try decode(
             #"{"type": "progress", "id": "gen-7", "step": 2, "total": 6, "preview": {"format": "jpeg", "width": 16, "height": 8, "data": "AQID"}}"#
         )
-        guard case .progress(_, let progress) = event else {
+        guard case .progress(_, let progress, nil) = event else {
             Issue.record("expected progress, got \(event)"); return
         }
         #expect(progress.preview == .init(format: .jpeg, width: 16, height: 8, data: Data([1, 2, 3])))
+    }
+
+    @Test func mergedProgressCarriesAPreviewPerMember() throws {
+        let event = try decode(
+            #"{"type": "progress", "id": "gen-8", "step": 2, "total": 6, "previews": [{"format": "jpeg", "width": 16, "height": 8, "data": "AQID"}, null]}"#
+        )
+        guard case .progress(_, let progress, let previews?) = event else {
+            Issue.record("expected merged progress, got \(event)"); return
+        }
+        #expect(progress.preview == nil)
+        #expect(previews == [.init(format: .jpeg, width: 16, height: 8, data: Data([1, 2, 3])), nil])
+    }
+
+    @Test func mergedResultImagesAreSortedByMember() throws {
+        func image(_ seed: Int, _ member: Int?) -> String {
+            #"{"seed": \#(seed), "format": "png", "width": 8, "height": 8, "data": "AQID"\#(member.map { #", "member": \#($0)"# } ?? "")}"#
+        }
+        func result(_ images: [String]) throws -> GenerationResult {
+            let event = try decode(#"{"type": "result", "id": "g", "engine_seconds": 1, "images": [\#(images.joined(separator: ","))]}"#)
+            guard case .result(_, let result) = event else { throw Frame.Malformed(description: "not a result") }
+            return result
+        }
+        let merged = try result([image(1, 0), image(5, 1), image(2, 0)])
+        #expect(merged.imagesByMember(seedCounts: [2, 1])?.map { $0.map(\.seed) } == [[1, 2], [5]])
+        #expect(merged.imagesByMember(seedCounts: [1, 2]) == nil)
+        #expect(try result([image(1, 0), image(2, 3)]).imagesByMember(seedCounts: [1, 1]) == nil)
+        #expect(try result([image(1, nil)]).imagesByMember(seedCounts: [1])?.count == 1)
+        #expect(try result([image(1, nil)]).imagesByMember(seedCounts: [1, 0]) == nil)
     }
 
     @Test func resultCarriesTheImageBytes() throws {
