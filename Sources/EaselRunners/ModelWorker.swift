@@ -100,7 +100,7 @@ actor ModelWorker {
         _ specs: [GenerationSpec], loraPaths: [String: String], previewEvery: Int,
         onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
     ) async throws -> [GenerationOutput] {
-        let spec = specs[0]
+        let spec = specs[0]  // merged specs share the sampler and the steps
         let (runner, loadSeconds) = try await ensureRunner()
         try Task.checkCancellation()
         let samplers = hello?.samplers ?? []

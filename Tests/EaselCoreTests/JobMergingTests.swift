@@ -114,7 +114,7 @@ private actor MemoryStore: JobStore {
         JobScheduler(
             store: MemoryStore(), generator: generator,
             configuration: .init(maxQueued: 10, previewEvery: 0, retentionMaxAge: 3600, retentionMaxBytes: 1 << 30),
-            logger: Logger(label: "test")
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         )
     }
 
@@ -145,7 +145,8 @@ private actor MemoryStore: JobStore {
         #expect(await following.value == [.queued, .started, .progress, .succeeded])
     }
 
-    @Test func cancellingOneMergedJobLeavesTheOthersTheirResults() async throws {
+    /// A scheduler whose second engine call, running now, merged jobs b and c.
+    private func mergedCallOfBAndC() async throws -> (GatedGenerator, JobScheduler) {
         let generator = GatedGenerator(limit: 4)
         let scheduler = scheduler(generator)
         _ = try await scheduler.submit([job("first", spec(prompt: "first"))])
@@ -153,6 +154,12 @@ private actor MemoryStore: JobStore {
         _ = try await scheduler.submit([job("b", spec(prompt: "b")), job("c", spec(prompt: "c"))])
         await generator.releaseCall(1)
         await generator.waitForCalls(2)
+        #expect(await generator.calls.last == ["b", "c"])
+        return (generator, scheduler)
+    }
+
+    @Test func cancellingOneMergedJobLeavesTheOthersTheirResults() async throws {
+        let (generator, scheduler) = try await mergedCallOfBAndC()
         let cancelled = try await scheduler.cancel(id: "b")
         #expect(cancelled.job.state == .cancelled)
         await generator.releaseCall(2)
@@ -162,13 +169,7 @@ private actor MemoryStore: JobStore {
     }
 
     @Test func cancellingEveryMergedJobStopsTheCall() async throws {
-        let generator = GatedGenerator(limit: 4)
-        let scheduler = scheduler(generator)
-        _ = try await scheduler.submit([job("first", spec(prompt: "first"))])
-        await generator.waitForCalls(1)
-        _ = try await scheduler.submit([job("b", spec(prompt: "b")), job("c", spec(prompt: "c"))])
-        await generator.releaseCall(1)
-        await generator.waitForCalls(2)
+        let (generator, scheduler) = try await mergedCallOfBAndC()
         _ = try await scheduler.cancel(id: "b")
         _ = try await scheduler.cancel(id: "c")
         await generator.releaseCall(2)
