@@ -172,11 +172,12 @@ public actor Engine: Service, ImageGenerator {
 
     /// `--max-batch-size`, or when it is 0 (automatic), ``JobMerging/automaticLimit`` for a
     /// model on CUDA and 1 (no merging) elsewhere: on a CPU a merged call takes about as
-    /// long as its jobs one after another.
+    /// long as its jobs one after another. 1 as well while the model's runner is not known
+    /// to take merged calls (not loaded, or an engine without the `merged_jobs` feature).
     public func mergeLimit(for modelID: String) async -> Int {
+        guard let worker = workers[modelID], await worker.hello?.features?.contains("merged_jobs") == true else { return 1 }
         if settings.maxBatchSize > 0 { return settings.maxBatchSize }
-        let device = await workers[modelID]?.snapshot.device ?? runnerHello?.device
-        return device == "cuda" ? JobMerging.automaticLimit : 1
+        return await worker.snapshot.device == "cuda" ? JobMerging.automaticLimit : 1
     }
 
     public nonisolated var imageConverter: ImageConverter { ImageConverter(environment: environment) }

@@ -27,7 +27,8 @@ from .loras import LoraCache
 from .tokenizer import pipeline_tokenizers
 
 ARCHITECTURES = ("sd1", "sd2", "sdxl")
-FEATURES = ("txt2img", "img2img", "inpaint", "hires", "lora")
+# merged_jobs: `generate` takes `members`, several jobs in one call.
+FEATURES = ("txt2img", "img2img", "inpaint", "hires", "lora", "merged_jobs")
 CONFIGS = pathlib.Path(__file__).parent / "configs"
 _SUPPORTED = "this engine serves Stable Diffusion 1.x (sd1), 2.x (sd2) and SDXL base (sdxl) models"
 _PIPELINES = {"sd1": StableDiffusionPipeline, "sd2": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}

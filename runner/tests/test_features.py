@@ -56,7 +56,7 @@ def test_hello_lists_the_new_capabilities(started):
     assert hello["upscalers"] == ["Latent", "Latent (nearest)", "Latent (bicubic)", "Latent (antialiased)",
                                   "Lanczos", "Nearest"]
     assert hello["architectures"] == ["sd1", "sd2", "sdxl"]
-    assert hello["features"] == ["txt2img", "img2img", "inpaint", "hires", "lora"]
+    assert hello["features"] == ["txt2img", "img2img", "inpaint", "hires", "lora", "merged_jobs"]
 
 
 def test_img2img_runs_steps_times_strength_at_the_asked_size(runner, plain):
