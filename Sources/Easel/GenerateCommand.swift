@@ -179,18 +179,17 @@ final class ProgressDisplay: Sendable {
     func showSteps(_ step: Int, of total: Int) {
         let filled = total > 0 ? Self.barWidth * step / total : 0
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: Self.barWidth - filled)
-        draw("\(bar) step \(step)/\(total)")
+        draw("\(bar) step \(step)/\(total), \(String(format: "%.1f s", seconds(ContinuousClock.now - started)))")
     }
 
     func clear() {
-        guard isTerminal else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        draw("")
     }
 
+    /// Replaces the line: carriage return, then erase it.
     private func draw(_ text: String) {
         guard isTerminal else { return }
-        let elapsed = String(format: "%.1f s", seconds(ContinuousClock.now - started))
-        FileHandle.standardError.write(Data("\r\u{1B}[2K\(text) \(elapsed)".utf8))
+        FileHandle.standardError.write(Data("\r\u{1B}[2K\(text)".utf8))
     }
 }
 
