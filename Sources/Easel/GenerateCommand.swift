@@ -130,7 +130,12 @@ struct Generate: AsyncParsableCommand {
         guard let model else {
             let catalog = ModelCatalog(folder: settings.modelsURL)
             let listing = catalog.scan()
-            return try catalog.resolve(settings.defaultModel ?? listing.first { $0.problem == nil }?.id ?? "", in: listing)
+            guard let id = settings.defaultModel ?? listing.first(where: { $0.problem == nil })?.id else {
+                throw EaselError(
+                    .modelNotFound, "no model in \(settings.modelsURL.path); pass --model or put a checkpoint there", field: "model"
+                )
+            }
+            return try catalog.resolve(id, in: listing)
         }
         let path = URL(fileURLWithPath: model).standardizedFileURL
         if model.contains("/"), FileManager.default.fileExists(atPath: path.path) {
