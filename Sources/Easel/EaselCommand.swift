@@ -23,7 +23,7 @@ struct EaselCommand: AsyncParsableCommand {
             A flag beats the environment, which beats the file.
             """,
         version: EaselVersion.current,
-        subcommands: [Serve.self, Setup.self, MCPCommand.self]
+        subcommands: [Serve.self, Setup.self, Generate.self, MCPCommand.self]
     )
 
     /// Reads the environment and the config file into flags before parsing, so that one
@@ -33,8 +33,12 @@ struct EaselCommand: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         var arguments = Array(CommandLine.arguments.dropFirst())
         do {
-            if let subcommand = arguments.first, [Serve._commandName, Setup._commandName].contains(subcommand) {
-                arguments = [subcommand] + (try SettingsSources.expand(Array(arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
+            if let subcommand = arguments.first, [Serve._commandName, Setup._commandName, Generate._commandName].contains(subcommand) {
+                // A one-shot command logs warnings only, unless a later --log-level (given
+                // or from the environment) overrides this one: the last value wins.
+                let quiet = subcommand == Generate._commandName ? ["--log-level", "warning"] : []
+                arguments = [subcommand] + quiet
+                    + (try SettingsSources.expand(Array(arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
             }
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? AsyncParsableCommand {

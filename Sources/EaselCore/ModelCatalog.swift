@@ -219,4 +219,9 @@ public struct LoraCatalog: Sendable {
         }
         return entry
     }
+
+    /// The file of each LoRA, by name, for the runner.
+    public func paths(of loras: [GenerationSpec.Lora]) throws -> [String: String] {
+        try Dictionary(loras.map { ($0.name, try resolve($0.name, field: "loras").path) }) { first, _ in first }
+    }
 }

@@ -152,9 +152,7 @@ public actor Engine: Service, ImageGenerator {
         // Merged specs share the model and the LoRAs.
         let spec = specs[0]
         let worker = worker(for: try resolve(spec.modelID))
-        let loraPaths = try Dictionary(
-            spec.loras.map { ($0.name, try loras.resolve($0.name, field: "loras").path) }
-        ) { first, _ in first }
+        let loraPaths = try loras.paths(of: spec.loras)
         await worker.takeTurn()
         do {
             try await ensureLoaded(worker)
@@ -186,15 +184,7 @@ public actor Engine: Service, ImageGenerator {
 
     private func worker(for entry: ModelEntry) -> ModelWorker {
         if let worker = workers[entry.id], worker.entry == entry { return worker }
-        let environment = self.environment
-        let timing = Runner.Timing(
-            heartbeatTimeout: .seconds(settings.runnerHeartbeatTimeout), loadTimeout: .seconds(settings.runnerLoadTimeout)
-        )
-        let worker = ModelWorker(
-            entry: entry, keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive, settings: settings, logger: logger
-        ) {
-            (try await environment.prepare(), timing)
-        }
+        let worker = ModelWorker(entry: entry, settings: settings, environment: environment, logger: logger)
         workers[entry.id] = worker
         return worker
     }

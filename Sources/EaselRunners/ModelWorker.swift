@@ -230,6 +230,19 @@ actor ModelWorker {
     }
 }
 
+extension ModelWorker {
+    /// A worker whose runners start from `environment` with the timeouts and keep-alive
+    /// of `settings`.
+    init(entry: ModelEntry, settings: Settings, environment: RunnerEnvironment, logger: Logger) {
+        let timing = Runner.Timing(
+            heartbeatTimeout: .seconds(settings.runnerHeartbeatTimeout), loadTimeout: .seconds(settings.runnerLoadTimeout)
+        )
+        self.init(entry: entry, keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive, settings: settings, logger: logger) {
+            (try await environment.prepare(), timing)
+        }
+    }
+}
+
 extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components

@@ -134,6 +134,11 @@ class DiffusersEngine:
             raise _runner_error(exc, "engine_error") from exc
         return images, round(time.monotonic() - started, 3)
 
+    @property
+    def pipeline(self):
+        """The loaded txt2img pipeline (None before a load), for benchmarks that time its parts."""
+        return self._model.txt2img if self._model is not None else None
+
     def _release(self):
         if self._model is not None:
             self._model = None

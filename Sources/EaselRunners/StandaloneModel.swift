@@ -1,0 +1,43 @@
+import EaselCore
+import Foundation
+import Logging
+
+/// One model in its own runner, used by one caller without a server (`easel generate`):
+/// load, generate, close. It holds the worker's turn from `load` to `close`, since
+/// nothing else shares the runner.
+public actor StandaloneModel {
+    private let worker: ModelWorker
+    private let loras: LoraCatalog
+    private var holdsTurn = false
+
+    public init(entry: ModelEntry, settings: Settings, environment: RunnerEnvironment, logger: Logger) {
+        worker = ModelWorker(entry: entry, settings: settings, environment: environment, logger: logger)
+        loras = LoraCatalog(folder: settings.lorasURL)
+    }
+
+    /// Starts the runner and loads the model; returns the seconds that took.
+    public func load() async throws -> Double {
+        if !holdsTurn {
+            await worker.takeTurn()
+            holdsTurn = true
+        }
+        return try await worker.loadHoldingTurn()
+    }
+
+    public func generate(
+        _ spec: GenerationSpec, onProgress: @escaping @Sendable (GenerationProgress) -> Void
+    ) async throws -> GenerationOutput {
+        let loraPaths = try loras.paths(of: spec.loras)
+        _ = try await load()
+        return try await worker.generateHoldingTurn(spec, loraPaths: loraPaths, previewEvery: 0, onProgress: onProgress)
+    }
+
+    /// Stops the runner.
+    public func close() async {
+        await worker.stopRunner()
+        if holdsTurn {
+            await worker.endTurn()
+            holdsTurn = false
+        }
+    }
+}
