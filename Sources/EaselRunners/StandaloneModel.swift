@@ -29,7 +29,10 @@ public actor StandaloneModel {
     ) async throws -> GenerationOutput {
         let loraPaths = try loras.paths(of: spec.loras)
         _ = try await load()
-        return try await worker.generateHoldingTurn(spec, loraPaths: loraPaths, previewEvery: 0, onProgress: onProgress)
+        let outputs = try await worker.generateHoldingTurn([spec], loraPaths: loraPaths, previewEvery: 0) { _, progress in
+            onProgress(progress)
+        }
+        return outputs[0]
     }
 
     /// Stops the runner.
