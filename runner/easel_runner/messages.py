@@ -75,6 +75,20 @@ class GenerateRequest:
         return len(self.members) > 1
 
     @property
+    def prompt(self):
+        """The prompt of an unmerged request, for engines that take one prompt per call."""
+        return self._only_member().prompt
+
+    @property
+    def negative_prompt(self):
+        return self._only_member().negative_prompt
+
+    def _only_member(self):
+        if self.merged:
+            raise RunnerError("invalid_request", "this engine does not take merged jobs: send no 'members'")
+        return self.members[0]
+
+    @property
     def seeds(self):
         """Every image's seed, member after member."""
         return [seed for member in self.members for seed in member.seeds]

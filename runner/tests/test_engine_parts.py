@@ -247,6 +247,8 @@ def test_merged_previews_show_each_members_first_image():
     request = parse_generate({"members": members, "width": 64, "height": 64, "steps": 6, "cfg_scale": 7,
                               "sampler": "Euler", "output_format": "png", "preview_every": 2}, ["Euler"])
     assert (request.seeds, request.image_members, request.member_starts) == ([1, 2, 3], [0, 0, 1], [0, 2])
+    with pytest.raises(RunnerError, match="does not take merged jobs"):
+        _ = request.prompt  # what an engine without merged_jobs would read
     latents = torch.stack([torch.full((4, 8, 8), value) for value in (-1.0, 0.0, 1.0)])
     first, second = engine._previews(request, 2, 6, {"latents": latents})
     assert first == preview.make_preview(latents[0:1]) and second == preview.make_preview(latents[2:3])
