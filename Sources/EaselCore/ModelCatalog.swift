@@ -24,8 +24,15 @@ public struct ModelEntry: Sendable, Equatable, Codable {
     /// Why the model cannot be served; nil when it can.
     public var problem: String?
 
-    /// The engine that serves this model.
-    public var engine: String { format == .gguf ? "stable-diffusion.cpp" : "diffusers" }
+    /// The engine that serves this model unless told otherwise: diffusers folders and GGUF
+    /// files have one engine each; checkpoints get `checkpointEngine` (`--default-engine`).
+    public func defaultEngine(checkpointEngine: EngineKind) -> EngineKind {
+        switch format {
+        case .diffusers: .diffusers
+        case .gguf: .stableDiffusionCpp
+        case .singleFile: checkpointEngine
+        }
+    }
 }
 
 /// Lists the models in one folder. Model ids resolve only against this listing, so no
@@ -106,9 +113,6 @@ public struct ModelCatalog: Sendable {
                 ? configURL.path : nil,
             problem: nil
         )
-        if fileExtension == "gguf" {
-            entry.problem = "GGUF models need the stable-diffusion.cpp engine, which this server does not have yet"
-        }
         guard fileExtension == "safetensors" else { return entry }
         do {
             let architecture = try CheckpointInspector.architecture(ofSafetensors: url)

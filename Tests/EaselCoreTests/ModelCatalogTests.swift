@@ -131,8 +131,23 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
         try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
 
         let entry = try #require(folder.catalog.scan().first)
-        #expect(entry.format == .gguf && entry.engine == "stable-diffusion.cpp")
-        #expect(entry.problem != nil)
+        #expect(entry.format == .gguf && entry.defaultEngine(checkpointEngine: .diffusers) == .stableDiffusionCpp)
+        #expect(entry.problem == nil)
+    }
+
+    @Test func checkpointsGetTheDefaultEngineAndLoadOptionsAreChecked() throws {
+        let models = try ModelsFolder()
+        defer { models.remove() }
+        try models.writeSafetensors("c.safetensors", tensors: ["model.diffusion_model.x", "cond_stage_model.transformer.y"])
+        let checkpoint = try #require(models.catalog.scan().first)
+        var folder = checkpoint
+        folder.format = .diffusers
+        #expect(checkpoint.defaultEngine(checkpointEngine: .stableDiffusionCpp) == .stableDiffusionCpp)
+        #expect(folder.defaultEngine(checkpointEngine: .stableDiffusionCpp) == .diffusers)
+        #expect(try LoadOptions(engine: .stableDiffusionCpp, weightType: "q8_0").checked(for: checkpoint).weightType == "q8_0")
+        #expect(throws: EaselError.self) { try LoadOptions(engine: .stableDiffusionCpp).checked(for: folder) }
+        #expect(throws: EaselError.self) { try LoadOptions(engine: .diffusers, weightType: "q4_0").checked(for: checkpoint) }
+        #expect(throws: EaselError.self) { try EngineKind.named("onnx", field: "engine") }
     }
 
     @Test func loraHasAProblem() throws {

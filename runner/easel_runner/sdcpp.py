@@ -29,7 +29,7 @@ from .resources import resident_bytes
 
 NAME = "stable-diffusion.cpp"
 BINDING_REQUIREMENT = "stable-diffusion-cpp-python==0.4.7"
-INSTALL_HINT = (f"install it with `easel setup --engine stable-diffusion.cpp` (or `pip install {BINDING_REQUIREMENT}` "
+INSTALL_HINT = (f"install it with `easel setup --install-engine stable-diffusion.cpp` (or `pip install {BINDING_REQUIREMENT}` "
                 f"in the runner environment; it compiles stable-diffusion.cpp, which takes several minutes)")
 FORMATS = ("single_file", "gguf")
 ARCHITECTURES = ("sd1", "sd2", "sdxl")
@@ -258,13 +258,30 @@ def _total_steps(request):
 
 
 def _architecture(request):
-    """The architecture the files are, when they tell (GGUF files are checked here);
-    stable-diffusion.cpp infers it itself either way."""
-    if request.format != "gguf":
+    """The architecture the files are, when their tensor names tell; stable-diffusion.cpp
+    infers it itself either way. Files that are no checkpoint it serves end the load here."""
+    names = _tensor_names(request)
+    if names is None:
         return request.architecture
-    detected = detect_architecture(gguf_tensor_names(request.path))
-    if detected is not None and detected not in ARCHITECTURES:
-        raise RunnerError("unsupported_model", f"{request.path} is {detected}: {NAME} in Easel serves "
-                                               f"{', '.join(ARCHITECTURES)} checkpoints")
-    return detected or request.architecture
+    detected = detect_architecture(names)
+    if detected in ARCHITECTURES:
+        return detected
+    if detected is None and request.format == "gguf":
+        return request.architecture  # converted GGUF files may carry sd.cpp's own tensor names
+    found = "an SDXL refiner checkpoint" if detected == "sdxl_refiner" else "no Stable Diffusion checkpoint"
+    raise RunnerError("unsupported_model", f"{request.path} is {found}: {NAME} in Easel serves "
+                                           f"{', '.join(ARCHITECTURES)} checkpoints")
 
+
+def _tensor_names(request):
+    """The tensor names of a GGUF or .safetensors file, read from its header; None for others."""
+    if request.format == "gguf":
+        return gguf_tensor_names(request.path)
+    if not request.path.lower().endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(request.path, framework="numpy") as f:
+            return list(f.keys())
+    except Exception as exc:
+        raise RunnerError("model_load_failed", f"cannot read {request.path}: {exc}") from None
