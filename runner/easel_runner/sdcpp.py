@@ -142,11 +142,11 @@ class StableDiffusionCppEngine:
 
     def load(self, request):
         started = time.monotonic()
+        binding, self._native = _binding()
         if request.format not in FORMATS:
             raise RunnerError("unsupported_model", f"{NAME} loads single-file checkpoints and GGUF files, "
                                                    f"not a {request.format} model: use the diffusers engine")
         architecture = _architecture(request)
-        binding, self._native = _binding()
         self._model = None
         try:
             self._model = binding.StableDiffusion(
@@ -163,10 +163,10 @@ class StableDiffusionCppEngine:
                 "load_count": self.load_count, "memory_bytes": resident_bytes(), "gpu_memory_bytes": None}
 
     def generate(self, request, on_progress, cancelled):
-        if self._model is None:
-            raise RunnerError("not_loaded", "generate before a successful load")
         sample_method, scheduler = _sampling(request.sampler, request.scheduler)
         _check_supported(request)
+        if self._model is None:
+            raise RunnerError("not_loaded", "generate before a successful load")
         started = time.monotonic()
         init_image = None
         if request.init_image is not None:
