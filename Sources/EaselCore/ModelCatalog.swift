@@ -23,6 +23,9 @@ public struct ModelEntry: Sendable, Equatable, Codable {
     public var configDir: String?
     /// Why the model cannot be served; nil when it can.
     public var problem: String?
+    /// A separate VAE beside a single file (`name.vae.safetensors` or `name.vae.gguf`), which
+    /// stable-diffusion.cpp loads with it: GGUF files of the UNet alone need one.
+    public var vaePath: String?
 
     /// The engine that serves this model unless told otherwise: diffusers folders and GGUF
     /// files have one engine each; checkpoints get `checkpointEngine` (`--default-engine`).
@@ -39,6 +42,7 @@ public struct ModelEntry: Sendable, Equatable, Codable {
 /// request can name a path outside the folder.
 public struct ModelCatalog: Sendable {
     public static let servedArchitectures: Set<String> = ["sd1", "sd2", "sdxl"]
+    static let vaeSuffix = ".vae"
     public let folder: URL
 
     public init(folder: URL) {
@@ -104,6 +108,8 @@ public struct ModelCatalog: Sendable {
         let fileExtension = url.pathExtension.lowercased()
         guard ["safetensors", "ckpt", "gguf"].contains(fileExtension) else { return nil }
         let stem = url.deletingPathExtension().lastPathComponent
+        // A model's separate VAE belongs to that model, and is no model of its own.
+        guard !stem.hasSuffix(Self.vaeSuffix) else { return nil }
         let configURL = url.deletingPathExtension().appendingPathExtension("config")
         let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.int64Value ?? 0
         var entry = ModelEntry(
@@ -113,6 +119,8 @@ public struct ModelCatalog: Sendable {
                 ? configURL.path : nil,
             problem: nil
         )
+        entry.vaePath = ["safetensors", "gguf"].map { url.deletingPathExtension().appendingPathExtension("vae.\($0)") }
+            .first { FileManager.default.fileExists(atPath: $0.path) }?.path
         guard fileExtension == "safetensors" else { return entry }
         do {
             let architecture = try CheckpointInspector.architecture(ofSafetensors: url)

@@ -76,7 +76,7 @@ actor Runner {
             id: id,
             model: .init(
                 id: entry.id, path: entry.path, format: entry.format.rawValue,
-                architecture: entry.architecture, configDir: entry.configDir
+                architecture: entry.architecture, configDir: entry.configDir, vaePath: entry.vaePath
             ),
             device: device, dtype: isDiffusers ? dtypes[options.weightType] ?? "auto" : "auto", threads: threads,
             engine: options.engine.rawValue, weightType: isDiffusers ? "auto" : options.weightType, vaeTiling: options.vaeTiling

@@ -10,6 +10,7 @@ enum RunnerRequest {
             let format: String
             let architecture: String?
             let configDir: String?
+            let vaePath: String?
         }
 
         let type = "load"

@@ -135,6 +135,17 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
         #expect(entry.problem == nil)
     }
 
+    @Test func aSeparateVAEBelongsToItsModel() throws {
+        let folder = try ModelsFolder()
+        defer { folder.remove() }
+        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("unet.gguf"))
+        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("unet.vae.gguf"))
+
+        let entries = folder.catalog.scan()
+        #expect(entries.map(\.id) == ["unet"])
+        #expect(entries.first?.vaePath == folder.url.appendingPathComponent("unet.vae.gguf").path)
+    }
+
     @Test func checkpointsGetTheDefaultEngineAndLoadOptionsAreChecked() throws {
         let models = try ModelsFolder()
         defer { models.remove() }
