@@ -45,7 +45,7 @@ def png(result):
 def test_models_show_their_engine_and_capabilities_list_both(sdcpp_server):
     assert sdcpp_server.model("sd15")["engine"] == "diffusers"
     gguf_model = sdcpp_server.model("sd15-gguf")
-    assert (gguf_model["format"], gguf_model["engine"], gguf_model["problem"]) == ("gguf", SDCPP, None)
+    assert (gguf_model["format"], gguf_model["engine"], gguf_model.get("problem")) == ("gguf", SDCPP, None)
     assert gguf_model["load_options"] == {"engine": SDCPP, "weight_type": "q8_0", "vae_tiling": False}
     engines = {e["name"]: e for e in requests.get(sdcpp_server.url + "/v1/capabilities", timeout=10).json()["engines"]}
     assert set(engines) == {"diffusers", SDCPP}

@@ -213,7 +213,8 @@ public actor Engine: Service, ImageGenerator {
             heartbeatTimeout: .seconds(settings.runnerHeartbeatTimeout), loadTimeout: .seconds(settings.runnerLoadTimeout)
         )
         let worker = ModelWorker(
-            entry: entry, loadOptions: defaultLoadOptions(entry), keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive, settings: settings, logger: logger
+            entry: entry, loadOptions: defaultLoadOptions(entry), keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive,
+            settings: settings, logger: logger
         ) {
             (try await environment.prepare(), timing)
         }
