@@ -39,9 +39,9 @@ def run(fixture, configurations=CONFIGURATIONS, threads=0):
     rows = []
     for engine, weight_type in configurations:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--measure", engine, weight_type, "--checkpoint",
-                            str(fixture.single_file), "--config-dir", str(fixture.config_dir), "--threads",
-                            str(threads), "--out", out.name], check=True, cwd=RUNNER)
+            subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--measure", engine, weight_type,
+                            "--checkpoint", str(fixture.single_file), "--config-dir", str(fixture.config_dir),
+                            "--threads", str(threads), "--out", out.name], check=True, cwd=RUNNER)
             rows.append(json.loads(pathlib.Path(out.name).read_text()))
     return rows
 

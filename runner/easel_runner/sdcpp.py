@@ -18,9 +18,9 @@ import math
 import os
 import platform
 import struct
+import sys
 import time
 import traceback
-import sys
 
 from . import imaging
 from .architectures import detect_architecture
@@ -29,8 +29,9 @@ from .resources import resident_bytes
 
 NAME = "stable-diffusion.cpp"
 BINDING_REQUIREMENT = "stable-diffusion-cpp-python==0.4.7"
-INSTALL_HINT = (f"install it with `easel setup --install-engine stable-diffusion.cpp` (or `pip install {BINDING_REQUIREMENT}` "
-                f"in the runner environment; it compiles stable-diffusion.cpp, which takes several minutes)")
+INSTALL_HINT = (f"install it with `easel setup --install-engine stable-diffusion.cpp` (or `pip install "
+                f"{BINDING_REQUIREMENT}` in the runner environment; it compiles stable-diffusion.cpp, which takes "
+                f"several minutes)")
 FORMATS = ("single_file", "gguf")
 ARCHITECTURES = ("sd1", "sd2", "sdxl")
 FEATURES = ("txt2img", "img2img", "lora")
