@@ -121,6 +121,13 @@ public struct ModelCatalog: Sendable {
         )
         entry.vaePath = ["safetensors", "gguf"].map { url.deletingPathExtension().appendingPathExtension("vae.\($0)") }
             .first { FileManager.default.fileExists(atPath: $0.path) }?.path
+        if fileExtension == "gguf" {
+            do {
+                try CheckpointInspector.checkGGUFHeader(url)
+            } catch {
+                entry.problem = "\(error)"
+            }
+        }
         guard fileExtension == "safetensors" else { return entry }
         do {
             let architecture = try CheckpointInspector.architecture(ofSafetensors: url)
@@ -166,6 +173,22 @@ public enum CheckpointInspector {
         if any("cond_stage_model.model.") { return "sd2" }
         if any("cond_stage_model.transformer.") { return "sd1" }
         throw Unreadable(description: "UNet tensors without a known text encoder layout: not SD 1.x, 2.x or SDXL")
+    }
+
+    /// Checks the start of a GGUF file: the magic and a format version stable-diffusion.cpp
+    /// reads (2 or 3). The engine's runner reads the rest of the header at load.
+    public static func checkGGUFHeader(_ url: URL) throws {
+        guard let handle = try? FileHandle(forReadingFrom: url) else {
+            throw Unreadable(description: "cannot open \(url.lastPathComponent)")
+        }
+        defer { try? handle.close() }
+        guard let start = try handle.read(upToCount: 8), start.count == 8, start.prefix(4) == Data("GGUF".utf8) else {
+            throw Unreadable(description: "not a GGUF file (no GGUF magic at the start)")
+        }
+        let version = start.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+        guard (2...3).contains(version) else {
+            throw Unreadable(description: "GGUF version \(version) is not supported (2 or 3 are)")
+        }
     }
 
     public static func tensorNames(ofSafetensors url: URL) throws -> [String] {

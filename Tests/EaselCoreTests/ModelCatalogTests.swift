@@ -128,18 +128,22 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
     @Test func ggufIsListedForStableDiffusionCpp() throws {
         let folder = try ModelsFolder()
         defer { folder.remove() }
-        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
+        try Data("GGUF\0\0\0\0".utf8).write(to: folder.url.appendingPathComponent("r.gguf"))
+        try Data("GGML".utf8).write(to: folder.url.appendingPathComponent("s.gguf"))
 
-        let entry = try #require(folder.catalog.scan().first)
+        let entries = folder.catalog.scan()
+        let entry = try #require(entries.first)
         #expect(entry.format == .gguf && entry.defaultEngine(checkpointEngine: .diffusers) == .stableDiffusionCpp)
         #expect(entry.problem == nil)
+        #expect(entries.dropFirst().map { $0.problem?.contains("GGUF") } == [true, true])
     }
 
     @Test func aSeparateVAEBelongsToItsModel() throws {
         let folder = try ModelsFolder()
         defer { folder.remove() }
-        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("unet.gguf"))
-        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("unet.vae.gguf"))
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("unet.gguf"))
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("unet.vae.gguf"))
 
         let entries = folder.catalog.scan()
         #expect(entries.map(\.id) == ["unet"])
