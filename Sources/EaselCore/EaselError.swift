@@ -24,6 +24,7 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
         case cancelled = "cancelled"
         case notReady = "not_ready"
         case runnerSetupFailed = "runner_setup_failed"
+        case engineUnavailable = "engine_unavailable"
         case outOfMemory = "out_of_memory"
         case runnerCrashed = "runner_crashed"
         case runnerProtocolError = "runner_protocol_error"
@@ -51,7 +52,7 @@ public struct EaselError: Error, Sendable, Equatable, CustomStringConvertible {
             case .queueFull, .rateLimited: 429
             case .engineError, .internalError: 500
             case .runnerCrashed, .runnerProtocolError: 502
-            case .notReady, .runnerSetupFailed, .outOfMemory, .overMemoryBudget, .shuttingDown: 503
+            case .notReady, .runnerSetupFailed, .engineUnavailable, .outOfMemory, .overMemoryBudget, .shuttingDown: 503
             case .runnerTimeout, .requestTimeout: 504
             }
         }

@@ -29,6 +29,8 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     public var inpaintFullRes: Bool?
     public var inpaintFullResPadding: Int?
     public var hires: HiresRequest?
+    /// The engine to generate with (`diffusers`, `stable-diffusion.cpp`); absent: the model's.
+    public var engine: String?
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case prompt
@@ -48,7 +50,7 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
         case invertMask = "invert_mask"
         case inpaintFullRes = "inpaint_full_res"
         case inpaintFullResPadding = "inpaint_full_res_padding"
-        case hires
+        case hires, engine
     }
 
     public init(

@@ -78,6 +78,8 @@ public struct GenerationSpec: Sendable, Equatable, Codable {
     public var loras: [Lora]
     public var initImage: InitImage?
     public var hires: Hires?
+    /// The engine that generates it; nil in jobs stored before engines could be chosen.
+    public var engine: String?
 
     public var batchSize: Int { seeds.count }
     /// The size of the images the generation returns.

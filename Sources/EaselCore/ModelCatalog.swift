@@ -23,15 +23,26 @@ public struct ModelEntry: Sendable, Equatable, Codable {
     public var configDir: String?
     /// Why the model cannot be served; nil when it can.
     public var problem: String?
+    /// A separate VAE beside a single file (`name.vae.safetensors` or `name.vae.gguf`), which
+    /// stable-diffusion.cpp loads with it: GGUF files of the UNet alone need one.
+    public var vaePath: String?
 
-    /// The engine that serves this model.
-    public var engine: String { format == .gguf ? "stable-diffusion.cpp" : "diffusers" }
+    /// The engine that serves this model unless told otherwise: diffusers folders and GGUF
+    /// files have one engine each; checkpoints get `checkpointEngine` (`--default-engine`).
+    public func defaultEngine(checkpointEngine: EngineKind) -> EngineKind {
+        switch format {
+        case .diffusers: .diffusers
+        case .gguf: .stableDiffusionCpp
+        case .singleFile: checkpointEngine
+        }
+    }
 }
 
 /// Lists the models in one folder. Model ids resolve only against this listing, so no
 /// request can name a path outside the folder.
 public struct ModelCatalog: Sendable {
     public static let servedArchitectures: Set<String> = ["sd1", "sd2", "sdxl"]
+    static let vaeSuffix = ".vae"
     public let folder: URL
 
     public init(folder: URL) {
@@ -97,6 +108,8 @@ public struct ModelCatalog: Sendable {
         let fileExtension = url.pathExtension.lowercased()
         guard ["safetensors", "ckpt", "gguf"].contains(fileExtension) else { return nil }
         let stem = url.deletingPathExtension().lastPathComponent
+        // A model's separate VAE belongs to that model, and is no model of its own.
+        guard !stem.hasSuffix(Self.vaeSuffix) else { return nil }
         let configURL = url.deletingPathExtension().appendingPathExtension("config")
         let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.int64Value ?? 0
         var entry = ModelEntry(
@@ -106,8 +119,14 @@ public struct ModelCatalog: Sendable {
                 ? configURL.path : nil,
             problem: nil
         )
+        entry.vaePath = ["safetensors", "gguf"].map { url.deletingPathExtension().appendingPathExtension("vae.\($0)") }
+            .first { FileManager.default.fileExists(atPath: $0.path) }?.path
         if fileExtension == "gguf" {
-            entry.problem = "GGUF models need the stable-diffusion.cpp engine, which this server does not have yet"
+            do {
+                try CheckpointInspector.checkGGUFHeader(url)
+            } catch {
+                entry.problem = "\(error)"
+            }
         }
         guard fileExtension == "safetensors" else { return entry }
         do {
@@ -154,6 +173,22 @@ public enum CheckpointInspector {
         if any("cond_stage_model.model.") { return "sd2" }
         if any("cond_stage_model.transformer.") { return "sd1" }
         throw Unreadable(description: "UNet tensors without a known text encoder layout: not SD 1.x, 2.x or SDXL")
+    }
+
+    /// Checks the start of a GGUF file: the magic and a format version stable-diffusion.cpp
+    /// reads (2 or 3). The engine's runner reads the rest of the header at load.
+    public static func checkGGUFHeader(_ url: URL) throws {
+        guard let handle = try? FileHandle(forReadingFrom: url) else {
+            throw Unreadable(description: "cannot open \(url.lastPathComponent)")
+        }
+        defer { try? handle.close() }
+        guard let start = try handle.read(upToCount: 8), start.count == 8, start.prefix(4) == Data("GGUF".utf8) else {
+            throw Unreadable(description: "not a GGUF file (no GGUF magic at the start)")
+        }
+        let version = start.suffix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+        guard (2...3).contains(version) else {
+            throw Unreadable(description: "GGUF version \(version) is not supported (2 or 3 are)")
+        }
     }
 
     public static func tensorNames(ofSafetensors url: URL) throws -> [String] {

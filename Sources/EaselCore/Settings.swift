@@ -15,7 +15,7 @@ public struct Settings: ParsableArguments, Sendable {
     @Option(help: "TCP port; 7860 is AUTOMATIC1111's, so its clients connect unchanged.")
     public var port = 7860
 
-    @Option(help: "Folder scanned for models (diffusers folders, .safetensors, .ckpt).")
+    @Option(help: "Folder scanned for models (diffusers folders, .safetensors, .ckpt, .gguf).")
     public var modelsDir = "./models"
 
     @Option(help: "Folder for Easel's own state: the runner virtualenv, jobs and images.")
@@ -107,6 +107,17 @@ public struct Settings: ParsableArguments, Sendable {
 
     @Flag(inversion: .prefixedNo, help: "Run one tiny generation when a model loads, so that the first request does not pay one-time costs.")
     public var warmUp = true
+    @Option(help: "Engine for .safetensors and .ckpt checkpoints: diffusers, stable-diffusion.cpp, or auto (the faster one on this platform). Folders always use diffusers, .gguf files stable-diffusion.cpp.")
+    public var defaultEngine = "auto"
+
+    @Option(help: "Weight type models load with: auto (the engine's choice), f32, f16, or for stable-diffusion.cpp a quantization (q8_0, q5_0, q4_0, ...).")
+    public var weightType = "auto"
+
+    @Flag(inversion: .prefixedNo, help: "Decode images in tiles with stable-diffusion.cpp (less memory for large images, a little slower).")
+    public var vaeTiling = false
+
+    @Option(help: "Optional engine to install into the runner virtualenv as well: stable-diffusion.cpp (compiles for several minutes the first time); repeatable.")
+    public var installEngine: [String] = []
 
     @Option(help: "Seconds a runner may leave a heartbeat unanswered before it is killed.")
     public var runnerHeartbeatTimeout = 60.0
@@ -172,6 +183,17 @@ public struct Settings: ParsableArguments, Sendable {
         guard memoryBudget >= 0 else { throw ValidationError("--memory-budget must be 0 (none) or more") }
         guard keepAlive >= 0 || keepAlive == -1 else { throw ValidationError("--keep-alive must be -1 (forever) or 0 or more seconds") }
         guard runnerThreads >= 0 else { throw ValidationError("--runner-threads must be 0 or more") }
+        let engineNames = EngineKind.allCases.map(\.rawValue)
+        guard defaultEngine == "auto" || engineNames.contains(defaultEngine) else {
+            throw ValidationError("--default-engine must be auto, \(engineNames.joined(separator: " or "))")
+        }
+        let weightTypes = EngineKind.allCases.flatMap(\.weightTypes)
+        guard weightTypes.contains(weightType) else {
+            throw ValidationError("--weight-type must be one of \(Array(Set(weightTypes)).sorted().joined(separator: ", "))")
+        }
+        for engine in installEngine where EngineKind(rawValue: engine)?.optionalRequirements == nil {
+            throw ValidationError("--install-engine '\(engine)' is not an optional engine; stable-diffusion.cpp is")
+        }
         guard previewEvery >= 0 else { throw ValidationError("--preview-every must be 0 or more") }
         guard retentionDays > 0, retentionMaxBytes > 0 else { throw ValidationError("retention limits must be positive") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more") }
@@ -207,6 +229,22 @@ public struct Settings: ParsableArguments, Sendable {
     /// The CORS origins, with comma-separated values split.
     public var corsOrigins: [String] {
         corsOrigin.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// The engine `.safetensors` and `.ckpt` checkpoints get.
+    public var checkpointEngine: EngineKind {
+        EngineKind(rawValue: defaultEngine) ?? EngineKind.platformDefault
+    }
+
+    /// The options a model loads with unless its load request or a generation says
+    /// otherwise. A weight type the engine lacks (`q8_0` for diffusers) falls back to auto.
+    public func loadOptions(engine: EngineKind) -> LoadOptions {
+        LoadOptions(engine: engine, weightType: engine.weightTypes.contains(weightType) ? weightType : "auto", vaeTiling: vaeTiling)
+    }
+
+    /// The options `entry` loads with unless a load request or a generation names an engine.
+    public func loadOptions(for entry: ModelEntry) -> LoadOptions {
+        loadOptions(engine: entry.defaultEngine(checkpointEngine: checkpointEngine))
     }
 
     public var modelsURL: URL { URL(fileURLWithPath: modelsDir).standardizedFileURL }

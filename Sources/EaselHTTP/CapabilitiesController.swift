@@ -25,6 +25,11 @@ struct CapabilitiesController<Context: RequestContext> {
             let upscalers: [String]
             let device: String?
             let weightTypes: [String]
+            /// What cancelling a running job does: `step` stops it at the next step;
+            /// `runner_restart` ends the runner, and the model loads again on next use.
+            let cancel: String
+            /// The model formats it loads.
+            let formats: [String]
         }
 
         struct LimitsDocument: Encodable {
@@ -45,6 +50,16 @@ struct CapabilitiesController<Context: RequestContext> {
         let limits: LimitsDocument
     }
 
+    /// The runner's lists (runner/easel_runner/engine.py, sdcpp.py), for the time before a
+    /// runner of the engine has said them itself.
+    private static func servedBeforeStart(_ kind: EngineKind) -> (features: [String], samplers: [String], upscalers: [String]) {
+        switch kind {
+        case .diffusers: (["txt2img", "img2img", "inpaint", "hires", "lora"], Sampler.all.map(\.name), Upscaler.all)
+        case .stableDiffusionCpp:
+            (["txt2img", "img2img", "lora"], ["Euler", "Euler a", "Heun", "DPM2", "DPM++ 2M", "DPM++ 2M Karras", "DDIM"], [])
+        }
+    }
+
     func addRoutes(to router: Router<Context>) {
         router.get("/v1/samplers", use: samplers)
         router.get("/v1/schedulers", use: schedulers)
@@ -53,7 +68,7 @@ struct CapabilitiesController<Context: RequestContext> {
     }
 
     @Sendable func samplers(_ request: Request, context: Context) async throws -> Response {
-        let served = await engine.runnerHello?.samplers
+        let served = await engine.runnerHellos[.diffusers]?.samplers
         return JSONResponse.make(Sampler.all.map {
             SamplerDocument(name: $0.name, aliases: $0.aliases, available: served.map { [name = $0.name] in $0.contains(name) })
         })
@@ -68,25 +83,32 @@ struct CapabilitiesController<Context: RequestContext> {
     }
 
     @Sendable func capabilities(_ request: Request, context: Context) async throws -> Response {
-        let hello = await engine.runnerHello
+        let hellos = await engine.runnerHellos
         let settings = engine.settings
-        let diffusers = Capabilities.EngineDocument(
-            name: "diffusers",
-            architectures: hello?.architectures ?? Array(ModelCatalog.servedArchitectures).sorted(),
-            features: hello?.features ?? ["txt2img", "img2img", "inpaint", "hires", "lora"],
-            samplers: hello?.samplers ?? Sampler.all.map(\.name),
-            schedulers: hello?.schedulers ?? Scheduler.all.map(\.name),
-            upscalers: hello?.upscalers ?? Upscaler.all,
-            device: hello?.device,
-            weightTypes: ["float32", "float16"]
-        )
+        let engines = EngineKind.allCases.map { kind in
+            let hello = hellos[kind]
+            // Before a runner of the engine has started, what it serves when installed.
+            let known = Self.servedBeforeStart(kind)
+            return Capabilities.EngineDocument(
+                name: kind.rawValue,
+                architectures: hello?.architectures ?? Array(ModelCatalog.servedArchitectures).sorted(),
+                features: hello?.features ?? known.features,
+                samplers: hello?.samplers ?? known.samplers,
+                schedulers: hello?.schedulers ?? Scheduler.all.map(\.name),
+                upscalers: hello?.upscalers ?? known.upscalers,
+                device: hello?.device,
+                weightTypes: kind.weightTypes,
+                cancel: (hello?.cancelEndsRunner ?? (kind == .stableDiffusionCpp)) ? "runner_restart" : "step",
+                formats: kind.formats.map(\.rawValue)
+            )
+        }
         let limits = Capabilities.LimitsDocument(
             maxWidth: settings.maxWidth, maxHeight: settings.maxHeight, maxPixels: settings.maxPixels,
             maxSteps: settings.maxSteps, maxBatch: settings.maxBatch, maxPromptLength: settings.maxPromptLength,
             maxBodyBytes: settings.maxBodyBytes, maxQueue: settings.maxQueue
         )
         return JSONResponse.make(Capabilities(
-            version: EaselVersion.current, engines: [diffusers], outputFormats: ImageFormat.allCases.map(\.rawValue),
+            version: EaselVersion.current, engines: engines, outputFormats: ImageFormat.allCases.map(\.rawValue),
             resizeModes: ResizeMode.allCases.map(\.rawValue), limits: limits
         ))
     }

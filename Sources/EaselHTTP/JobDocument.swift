@@ -95,6 +95,8 @@ struct ParametersDocument: Encodable {
     let resizeMode: ResizeMode?
     let inpainting: Bool
     let hires: GenerationSpec.Hires?
+    /// Absent for jobs stored before engines could be chosen.
+    let engine: String?
 
     init(_ spec: GenerationSpec) {
         model = spec.modelID
@@ -116,6 +118,7 @@ struct ParametersDocument: Encodable {
         resizeMode = spec.initImage?.resizeMode
         inpainting = spec.initImage?.mask != nil
         hires = spec.hires
+        engine = spec.engine
     }
 }
 

@@ -24,7 +24,10 @@ struct ModelsController<Context: RequestContext> {
         let fileName: String
         let format: String
         let architecture: String?
+        /// The engine of the loaded runner, else the one a request naming none gets.
         let engine: String
+        /// How a request naming no engine gets it loaded: engine, weight type, VAE tiling.
+        let loadOptions: LoadOptions
         let sizeBytes: Int64
         let `default`: Bool
         let problem: String?
@@ -45,7 +48,8 @@ struct ModelsController<Context: RequestContext> {
             fileName = entry.fileName
             format = entry.format.rawValue
             architecture = entry.architecture
-            engine = entry.engine
+            engine = listing.runtime.engine ?? listing.loadOptions.engine.rawValue
+            loadOptions = listing.loadOptions
             sizeBytes = entry.sizeBytes
             self.default = listing.isDefault
             problem = entry.problem
@@ -62,9 +66,15 @@ struct ModelsController<Context: RequestContext> {
     struct LoadRequest: Decodable {
         /// Seconds to stay loaded while idle; -1 until it must make room.
         let keepAlive: Double?
+        let engine: String?
+        let weightType: String?
+        let vaeTiling: Bool?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case keepAlive = "keep_alive"
+            case engine
+            case weightType = "weight_type"
+            case vaeTiling = "vae_tiling"
         }
     }
 
@@ -105,6 +115,7 @@ struct ModelsController<Context: RequestContext> {
     @Sendable func load(_ request: Request, context: Context) async throws -> Response {
         let body = try await request.body.collect(upTo: maxBodyBytes)
         var keepAlive: Double?
+        var change = Engine.LoadChange()
         if body.readableBytes > 0 {
             let load = try EaselCore.RequestBody.decode(
                 LoadRequest.self, from: Data(buffer: body), knownFields: LoadRequest.CodingKeys.allCases.map(\.rawValue)
@@ -115,8 +126,9 @@ struct ModelsController<Context: RequestContext> {
                 }
                 keepAlive = seconds
             }
+            change = Engine.LoadChange(engine: load.engine, weightType: load.weightType, vaeTiling: load.vaeTiling)
         }
-        return JSONResponse.make(Model(try await engine.load(try modelID(context), keepAlive: keepAlive)))
+        return JSONResponse.make(Model(try await engine.load(try modelID(context), keepAlive: keepAlive, change: change)))
     }
 
     @Sendable func unload(_ request: Request, context: Context) async throws -> Response {

@@ -15,6 +15,8 @@ public struct ModelListing: Sendable {
     public let entry: ModelEntry
     public let runtime: ModelRuntime
     public let isDefault: Bool
+    /// How a request that names no engine gets the model loaded.
+    public let loadOptions: LoadOptions
 }
 
 /// The engine side of the server: the models folder, one worker per model, and the
@@ -39,8 +41,8 @@ public actor Engine: Service, ImageGenerator {
     /// Loads happen one at a time, so two cannot both take the same room.
     private let loadTurn = TurnQueue()
     public private(set) var readiness = Readiness.starting("starting")
-    /// What the last runner to start said it serves.
-    public private(set) var runnerHello: RunnerHello?
+    /// What the last runner of each engine said it serves.
+    public private(set) var runnerHellos: [EngineKind: RunnerHello] = [:]
 
     public init(settings: Settings, parameters: GenerationParameters, logger: Logger) {
         self.settings = settings
@@ -85,26 +87,53 @@ public actor Engine: Service, ImageGenerator {
         let defaultID = defaultModelID()
         var listings: [ModelListing] = []
         for entry in entries {
-            let runtime = await workers[entry.id]?.snapshot ?? ModelRuntime()
-            listings.append(ModelListing(entry: entry, runtime: runtime, isDefault: entry.id == defaultID))
+            listings.append(await listing(of: entry, isDefault: entry.id == defaultID))
         }
         return listings
     }
 
     public func listing(of modelID: String) async throws -> ModelListing {
         let entry = try resolve(modelID)
-        let runtime = await workers[entry.id]?.snapshot ?? ModelRuntime()
-        return ModelListing(entry: entry, runtime: runtime, isDefault: entry.id == defaultModelID())
+        return await listing(of: entry, isDefault: entry.id == defaultModelID())
+    }
+
+    private func listing(of entry: ModelEntry, isDefault: Bool) async -> ModelListing {
+        let worker = workers[entry.id]
+        return ModelListing(
+            entry: entry, runtime: await worker?.snapshot ?? ModelRuntime(), isDefault: isDefault,
+            loadOptions: await worker?.loadOptions ?? settings.loadOptions(for: entry)
+        )
+    }
+
+    /// What a load request may change about how a model loads; nil keeps the current value.
+    public struct LoadChange: Sendable {
+        public var engine: String?
+        public var weightType: String?
+        public var vaeTiling: Bool?
+
+        public init(engine: String? = nil, weightType: String? = nil, vaeTiling: Bool? = nil) {
+            self.engine = engine
+            self.weightType = weightType
+            self.vaeTiling = vaeTiling
+        }
     }
 
     /// Loads a model (within the budget) and sets how long it stays loaded while idle:
     /// `keepAlive` seconds, -1 for as long as it need not make room, nil for the setting.
-    public func load(_ modelID: String, keepAlive: Double?) async throws -> ModelListing {
+    /// `change` picks the engine and load options, which become the model's own for
+    /// requests that name no engine.
+    public func load(_ modelID: String, keepAlive: Double?, change: LoadChange = LoadChange()) async throws -> ModelListing {
         let entry = try resolve(modelID)
         let worker = worker(for: entry)
+        let engine = try change.engine.map { try EngineKind.named($0, field: "engine") }
+        var options = await worker.options(for: engine)
+        if let weightType = change.weightType { options.weightType = weightType }
+        if let vaeTiling = change.vaeTiling { options.vaeTiling = vaeTiling }
+        options = try options.checked(for: entry)
         await worker.takeTurn()
         do {
-            try await ensureLoaded(worker)
+            try await ensureLoaded(worker, options)
+            await worker.adopt(options)
             if let keepAlive { await worker.setKeepAlive(keepAlive < 0 ? nil : keepAlive) }
             await worker.endTurn()
         } catch {
@@ -139,7 +168,10 @@ public actor Engine: Service, ImageGenerator {
             throw EaselError(.modelNotFound, "no model is available; put a checkpoint in \(settings.modelsURL.path)", field: "model")
         }
         let entry = try resolve(modelID)
-        let spec = try resolved.validated(modelID: entry.id, limits: settings.limits, defaults: defaults)
+        let engine = try resolved.engine.map { try EngineKind.named($0, field: "engine") }
+        let options = try await worker(for: entry).options(for: engine).checked(for: entry)
+        var spec = try resolved.validated(modelID: entry.id, limits: settings.limits, defaults: defaults)
+        spec.engine = options.engine.rawValue
         for (index, lora) in spec.loras.enumerated() {
             _ = try loras.resolve(lora.name, field: "loras[\(index)].name")
         }
@@ -149,15 +181,17 @@ public actor Engine: Service, ImageGenerator {
     public func generate(
         _ specs: [GenerationSpec], previewEvery: Int, onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
     ) async throws -> [GenerationOutput] {
-        // Merged specs share the model and the LoRAs.
+        // Merged specs share the model, the engine and the LoRAs.
         let spec = specs[0]
-        let worker = worker(for: try resolve(spec.modelID))
+        let entry = try resolve(spec.modelID)
+        let worker = worker(for: entry)
+        let options = try await worker.options(for: spec.engine.flatMap(EngineKind.init(rawValue:))).checked(for: entry)
         let loraPaths = try loras.paths(of: spec.loras)
         await worker.takeTurn()
         do {
-            try await ensureLoaded(worker)
+            try await ensureLoaded(worker, options)
             let output = try await worker.generateHoldingTurn(
-                specs, loraPaths: loraPaths, previewEvery: previewEvery, onProgress: onProgress
+                specs, options: options, loraPaths: loraPaths, previewEvery: previewEvery, onProgress: onProgress
             )
             await worker.endTurn()
             readiness = .ready
@@ -189,16 +223,16 @@ public actor Engine: Service, ImageGenerator {
         return worker
     }
 
-    /// Loads `worker`'s model, first unloading others until it fits; the caller holds
-    /// `worker`'s turn.
-    private func ensureLoaded(_ worker: ModelWorker) async throws {
-        guard await !worker.isLoaded else { return }
+    /// Loads `worker`'s model with `options`, first unloading others until it fits; the
+    /// caller holds `worker`'s turn.
+    private func ensureLoaded(_ worker: ModelWorker, _ options: LoadOptions) async throws {
+        guard await !worker.isLoaded(with: options) else { return }
         await loadTurn.take()
         do {
-            if await !worker.isLoaded {
+            if await !worker.isLoaded(with: options) {
                 try await makeRoom(for: worker)
-                try await worker.loadHoldingTurn()
-                runnerHello = await worker.hello
+                try await worker.loadHoldingTurn(options)
+                runnerHellos[options.engine] = await worker.hello
             }
             await loadTurn.end()
         } catch {

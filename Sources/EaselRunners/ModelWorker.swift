@@ -10,6 +10,8 @@ public struct ModelRuntime: Sendable, Encodable, Equatable {
 
     public var state: State = .unloaded
     public var runnerPid: Int32?
+    /// The engine of the loaded runner.
+    public var engine: String?
     public var device: String?
     public var dtype: String?
     /// Loads of this model since the server started; 1 while the first runner lives.
@@ -50,16 +52,21 @@ actor ModelWorker {
     private let settings: Settings
     private let logger: Logger
     private var runner: Runner?
+    /// How requests that name no engine get the model loaded (`POST /v1/models/{id}/load` changes it).
+    private(set) var loadOptions: LoadOptions
+    /// How the current runner loaded it.
+    private var runnerOptions: LoadOptions?
     /// What the current runner's engine said it serves.
     private(set) var hello: RunnerHello?
     private var runtime = ModelRuntime()
     private let turns = TurnQueue()
 
     init(
-        entry: ModelEntry, keepAlive: Double?, settings: Settings, logger: Logger,
+        entry: ModelEntry, loadOptions: LoadOptions, keepAlive: Double?, settings: Settings, logger: Logger,
         launcher: @escaping @Sendable () async throws -> (RunnerLaunch, Runner.Timing)
     ) {
         self.entry = entry
+        self.loadOptions = loadOptions
         runtime.keepAlive = keepAlive
         self.settings = settings
         self.logger = logger
@@ -68,12 +75,22 @@ actor ModelWorker {
 
     var snapshot: ModelRuntime { runtime }
 
-    /// Whether a live runner holds the model; ask while holding the turn.
-    var isLoaded: Bool {
-        get async {
-            guard let runner else { return false }
-            return await runner.isAlive
-        }
+    /// Whether a live runner holds the model loaded with `options`; ask while holding the turn.
+    func isLoaded(with options: LoadOptions) async -> Bool {
+        guard let runner, runnerOptions == options else { return false }
+        return await runner.isAlive
+    }
+
+    /// The options a request for `engine` loads with: the model's own when it names none
+    /// or the model's engine, else that engine's defaults from the settings.
+    func options(for engine: EngineKind?) -> LoadOptions {
+        guard let engine, engine != loadOptions.engine else { return loadOptions }
+        return settings.loadOptions(engine: engine)
+    }
+
+    /// Makes `options` the model's own; the caller holds the turn and has loaded with them.
+    func adopt(_ options: LoadOptions) {
+        loadOptions = options
     }
 
     /// Whether a runner is loaded and nobody holds a turn: an unload now would interrupt nothing.
@@ -91,22 +108,23 @@ actor ModelWorker {
     /// Loads the model unless a live runner already holds it; the caller holds the turn.
     /// Returns the seconds spent loading.
     @discardableResult
-    func loadHoldingTurn() async throws -> Double {
-        try await ensureRunner().1
+    func loadHoldingTurn(_ options: LoadOptions) async throws -> Double {
+        try await ensureRunner(options).1
     }
 
-    /// Generates `specs` in one engine call (see ``ImageGenerator``); the caller holds the turn.
+    /// Generates `specs` in one engine call (see ``ImageGenerator``) with the model loaded
+    /// with `options`; the caller holds the turn.
     func generateHoldingTurn(
-        _ specs: [GenerationSpec], loraPaths: [String: String], previewEvery: Int,
+        _ specs: [GenerationSpec], options: LoadOptions, loraPaths: [String: String], previewEvery: Int,
         onProgress: @escaping @Sendable (_ member: Int, GenerationProgress) -> Void
     ) async throws -> [GenerationOutput] {
         let spec = specs[0]  // merged specs share the sampler and the steps
-        let (runner, loadSeconds) = try await ensureRunner()
+        let (runner, loadSeconds) = try await ensureRunner(options)
         try Task.checkCancellation()
         let samplers = hello?.samplers ?? []
         guard samplers.contains(spec.sampler) else {
             throw EaselError.invalid(
-                "sampler", "'\(spec.sampler)' is not available in this engine; choose one of: \(samplers.joined(separator: ", "))"
+                "sampler", "'\(spec.sampler)' is not available in \(options.engine.rawValue); choose one of: \(samplers.joined(separator: ", "))"
             )
         }
         runtime.state = .generating
@@ -143,6 +161,7 @@ actor ModelWorker {
     func stopRunner() async {
         guard let runner else { return }
         self.runner = nil
+        runnerOptions = nil
         runtime = ModelRuntime().keepingHistory(of: runtime)
         logger.notice("unloaded model \(entry.id) (runner \(runner.pid))")
         await runner.shutdown()
@@ -162,15 +181,20 @@ actor ModelWorker {
         return await unloadIfIdle()
     }
 
-    private func ensureRunner() async throws -> (Runner, Double) {
-        if let runner, await runner.isAlive { return (runner, 0) }
+    private func ensureRunner(_ options: LoadOptions) async throws -> (Runner, Double) {
+        if let runner, await runner.isAlive {
+            if runnerOptions == options { return (runner, 0) }
+            // Another engine or weight type: one runner serves one way of loading the model.
+            await stopRunner()
+        }
         if let lost = runner { await dropIfLost(lost) }
         runtime.state = .loading
         runtime.loadingSince = Date()
         defer { runtime.loadingSince = nil }
         let clock = ContinuousClock()
         let start = clock.now
-        let (launch, timing) = try await launcher()
+        var (launch, timing) = try await launcher()
+        launch.arguments += ["--engine", options.engine.rawValue]
         let started: Runner
         let hello: RunnerHello
         do {
@@ -181,13 +205,15 @@ actor ModelWorker {
         }
         do {
             let loaded = try await started.load(
-                entry, device: settings.device, threads: settings.runnerThreads, warmUp: settings.warmUp
+                entry, options: options, device: settings.device, threads: settings.runnerThreads, warmUp: settings.warmUp
             )
             runner = started
+            runnerOptions = options
             self.hello = hello
             runtime.state = .idle
             runtime.lastUsed = Date()
             runtime.runnerPid = started.pid
+            runtime.engine = options.engine.rawValue
             runtime.device = loaded.device
             runtime.dtype = loaded.dtype
             runtime.memoryBytes = loaded.memoryBytes
@@ -196,7 +222,7 @@ actor ModelWorker {
             runtime.loadCount += 1
             runtime.lastLoadSeconds = (clock.now - start).seconds
             runtime.loadSecondsTotal += (clock.now - start).seconds
-            logger.notice("loaded model \(entry.id) in runner \(started.pid) on \(loaded.device) in \(String(format: "%.1f", loaded.loadSeconds)) s")
+            logger.notice("loaded model \(entry.id) with \(options.engine.rawValue) (\(loaded.dtype)) in runner \(started.pid) on \(loaded.device) in \(String(format: "%.1f", loaded.loadSeconds)) s")
             return (started, (clock.now - start).seconds)
         } catch {
             runtime.state = .unloaded
@@ -209,6 +235,7 @@ actor ModelWorker {
         guard await !lost.isAlive, runner === lost else { return }
         logger.warning("runner \(lost.pid) of model \(entry.id) is gone; the next request starts a new one")
         runner = nil
+        runnerOptions = nil
         runtime = ModelRuntime().keepingHistory(of: runtime)
         runtime.restarts += 1
     }
@@ -231,13 +258,16 @@ actor ModelWorker {
 }
 
 extension ModelWorker {
-    /// A worker whose runners start from `environment` with the timeouts and keep-alive
-    /// of `settings`.
+    /// A worker whose runners start from `environment` with the load options, timeouts and
+    /// keep-alive of `settings`.
     init(entry: ModelEntry, settings: Settings, environment: RunnerEnvironment, logger: Logger) {
         let timing = Runner.Timing(
             heartbeatTimeout: .seconds(settings.runnerHeartbeatTimeout), loadTimeout: .seconds(settings.runnerLoadTimeout)
         )
-        self.init(entry: entry, keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive, settings: settings, logger: logger) {
+        self.init(
+            entry: entry, loadOptions: settings.loadOptions(for: entry), keepAlive: settings.keepAlive < 0 ? nil : settings.keepAlive,
+            settings: settings, logger: logger
+        ) {
             (try await environment.prepare(), timing)
         }
     }

@@ -70,15 +70,19 @@ actor Runner {
 
     var isAlive: Bool { failure == nil }
 
-    func load(_ entry: ModelEntry, device: String, threads: Int, warmUp: Bool) async throws -> LoadedModel {
+    func load(_ entry: ModelEntry, options: LoadOptions, device: String, threads: Int, warmUp: Bool) async throws -> LoadedModel {
         let id = newCallID("load")
+        // diffusers takes its weight type as a torch dtype; stable-diffusion.cpp by name.
+        let dtypes = ["f32": "float32", "f16": "float16"]
+        let isDiffusers = options.engine == .diffusers
         let message = RunnerRequest.Load(
             id: id,
             model: .init(
                 id: entry.id, path: entry.path, format: entry.format.rawValue,
-                architecture: entry.architecture, configDir: entry.configDir
+                architecture: entry.architecture, configDir: entry.configDir, vaePath: entry.vaePath
             ),
-            device: device, dtype: "auto", threads: threads, warmUp: warmUp
+            device: device, dtype: isDiffusers ? dtypes[options.weightType] ?? "auto" : "auto", threads: threads, warmUp: warmUp,
+            engine: options.engine.rawValue, weightType: isDiffusers ? "auto" : options.weightType, vaeTiling: options.vaeTiling
         )
         let reply = try await call(id: id, message, deadline: .now + timing.loadTimeout, members: 1, onProgress: nil)
         guard case .loaded(let loaded) = reply else { throw protocolViolation("expected 'loaded' for \(id)") }
@@ -109,7 +113,18 @@ actor Runner {
 
     func cancel(_ id: String) {
         guard pending[id] != nil else { return }
-        try? send(RunnerRequest.Control(type: "cancel", id: id))
+        guard hello?.cancelEndsRunner == true else {
+            try? send(RunnerRequest.Control(type: "cancel", id: id))
+            return
+        }
+        // The engine cannot stop inside a generation (stable-diffusion.cpp): ending the
+        // runner is the only way, and the next request loads the model again.
+        logger.notice("cancelling \(id): ending runner \(pid), whose engine cannot stop a running generation")
+        process.signal(SIGKILL)
+        fail(EaselError(
+            .cancelled,
+            "cancelled while running; \(hello?.engines.first ?? "this engine") cannot stop a running generation, so its runner (pid \(pid)) was ended and the model loads again on next use"
+        ))
     }
 
     /// Asks the runner to exit, and kills it if it has not within `grace`.
@@ -289,6 +304,7 @@ actor Runner {
         case "cancelled": EaselError(.cancelled, message)
         case "out_of_memory": EaselError(.outOfMemory, "the engine ran out of memory: \(message); try a smaller size or batch")
         case "model_load_failed": EaselError(.modelLoadFailed, message, field: "model")
+        case "engine_unavailable": EaselError(.engineUnavailable, message, field: "engine")
         case "unsupported_model": EaselError(.unsupportedModel, message, field: "model")
         case "engine_error": EaselError(.engineError, "the engine failed: \(message)")
         default: EaselError(.runnerProtocolError, "the runner reported \(runnerCode): \(message)")

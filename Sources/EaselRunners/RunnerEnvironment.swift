@@ -10,8 +10,9 @@ import Darwin
 
 /// The runner's Python virtualenv: created under the data folder with the pinned
 /// requirements the first time it is needed, reused afterwards, and made again when
-/// the requirements change. Several servers sharing one virtualenv take turns through
-/// a lock file.
+/// the requirements change. Optional engines (`--install-engine`) are added on top and
+/// never removed, so servers with and without them can share one virtualenv. Several
+/// servers sharing one virtualenv take turns through a lock file.
 public actor RunnerEnvironment {
     private let settings: Settings
     private let logger: Logger
@@ -58,7 +59,8 @@ public actor RunnerEnvironment {
         defer { lock.release() }
 
         let installed = try? String(contentsOf: marker, encoding: .utf8)
-        if installed != wanted || !fileManager.isExecutableFile(atPath: python.path) {
+        let rebuilt = installed != wanted || !fileManager.isExecutableFile(atPath: python.path)
+        if rebuilt {
             logger.notice("setting up the runner environment in \(venv.path) (first start; pip installs torch and diffusers, this takes a few minutes)")
             try? fileManager.removeItem(at: marker)
             try await ProcessRunner.run(
@@ -70,6 +72,9 @@ public actor RunnerEnvironment {
             try wanted.write(to: marker, atomically: true, encoding: .utf8)
             logger.notice("runner environment ready")
         }
+        for engine in Set(settings.installEngine.compactMap(EngineKind.init(rawValue:))).sorted(by: { $0.rawValue < $1.rawValue }) {
+            try await installOptionalEngine(engine, source: source, venv: venv, python: python, after: rebuilt)
+        }
 
         var environment = ProcessInfo.processInfo.environment
         environment["PYTHONPATH"] = source.path
@@ -79,6 +84,21 @@ public actor RunnerEnvironment {
         environment["TRANSFORMERS_OFFLINE"] = "1"
         environment["HF_HUB_DISABLE_TELEMETRY"] = "1"
         return RunnerLaunch(python: python, arguments: ["-m", "easel_runner"], environment: environment)
+    }
+
+    /// Installs an optional engine's requirements unless its marker says they are there already.
+    private func installOptionalEngine(_ engine: EngineKind, source: URL, venv: URL, python: URL, after rebuilt: Bool) async throws {
+        guard let fileName = engine.optionalRequirements else { return }
+        let requirements = source.appendingPathComponent(fileName)
+        let wanted = try String(contentsOf: requirements, encoding: .utf8)
+        let marker = venv.appendingPathComponent(".easel-requirements-\(engine.rawValue)")
+        guard rebuilt || (try? String(contentsOf: marker, encoding: .utf8)) != wanted else { return }
+        logger.notice("installing the \(engine.rawValue) engine into \(venv.path) (the first time, pip compiles it: several minutes)")
+        try? FileManager.default.removeItem(at: marker)
+        try await ProcessRunner.run(
+            python, ["-m", "pip", "install", "--progress-bar", "off", "-r", requirements.path], environment: nil, logger: logger
+        )
+        try wanted.write(to: marker, atomically: true, encoding: .utf8)
     }
 
     /// The folder holding `easel_runner/`: the setting, else `runner/` beside the

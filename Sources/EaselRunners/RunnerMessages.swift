@@ -10,6 +10,7 @@ enum RunnerRequest {
             let format: String
             let architecture: String?
             let configDir: String?
+            let vaePath: String?
         }
 
         let type = "load"
@@ -19,6 +20,9 @@ enum RunnerRequest {
         let dtype: String
         let threads: Int
         let warmUp: Bool
+        let engine: String
+        let weightType: String
+        let vaeTiling: Bool
     }
 
     struct Generate: Encodable {
@@ -192,11 +196,20 @@ public struct RunnerHello: Decodable, Sendable, Equatable {
     public let upscalers: [String]?
     public let architectures: [String]?
     public let features: [String]?
+    public let weightTypes: [String]?
+    /// How a running generation stops: `step` (at the next step, the default) or `exit`
+    /// (the engine cannot stop; the server ends the runner).
+    public let cancel: String?
+
+    /// Whether cancelling a running generation means ending this runner.
+    public var cancelEndsRunner: Bool { cancel == "exit" }
 }
 
 /// A runner's answer to `load`.
 public struct LoadedModel: Decodable, Sendable, Equatable {
     public let id: String
+    /// The engine that loaded it; absent from runners older than engine choice.
+    public var engine: String? = nil
     public let modelId: String
     public let architecture: String?
     public let device: String

@@ -15,24 +15,32 @@ public actor StandaloneModel {
         loras = LoraCatalog(folder: settings.lorasURL)
     }
 
-    /// Starts the runner and loads the model; returns the seconds that took.
-    public func load() async throws -> Double {
+    /// Starts the runner and loads the model for `engine` (nil: the model's own); returns
+    /// the seconds that took.
+    public func load(engine: EngineKind? = nil) async throws -> Double {
         if !holdsTurn {
             await worker.takeTurn()
             holdsTurn = true
         }
-        return try await worker.loadHoldingTurn()
+        return try await worker.loadHoldingTurn(try await options(for: engine))
     }
 
     public func generate(
         _ spec: GenerationSpec, onProgress: @escaping @Sendable (GenerationProgress) -> Void
     ) async throws -> GenerationOutput {
         let loraPaths = try loras.paths(of: spec.loras)
-        _ = try await load()
-        let outputs = try await worker.generateHoldingTurn([spec], loraPaths: loraPaths, previewEvery: 0) { _, progress in
+        let engine = spec.engine.flatMap(EngineKind.init(rawValue:))
+        _ = try await load(engine: engine)
+        let outputs = try await worker.generateHoldingTurn(
+            [spec], options: try await options(for: engine), loraPaths: loraPaths, previewEvery: 0
+        ) { _, progress in
             onProgress(progress)
         }
         return outputs[0]
+    }
+
+    private func options(for engine: EngineKind?) async throws -> LoadOptions {
+        try await worker.options(for: engine).checked(for: worker.entry)
     }
 
     /// Stops the runner.

@@ -128,11 +128,41 @@ private let sd1Tensors = ["model.diffusion_model.input_blocks.0.0.weight", "cond
     @Test func ggufIsListedForStableDiffusionCpp() throws {
         let folder = try ModelsFolder()
         defer { folder.remove() }
-        try Data("GGUF".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("q.gguf"))
+        try Data("GGUF\0\0\0\0".utf8).write(to: folder.url.appendingPathComponent("r.gguf"))
+        try Data("GGML".utf8).write(to: folder.url.appendingPathComponent("s.gguf"))
 
-        let entry = try #require(folder.catalog.scan().first)
-        #expect(entry.format == .gguf && entry.engine == "stable-diffusion.cpp")
-        #expect(entry.problem != nil)
+        let entries = folder.catalog.scan()
+        let entry = try #require(entries.first)
+        #expect(entry.format == .gguf && entry.defaultEngine(checkpointEngine: .diffusers) == .stableDiffusionCpp)
+        #expect(entry.problem == nil)
+        #expect(entries.dropFirst().map { $0.problem?.contains("GGUF") } == [true, true])
+    }
+
+    @Test func aSeparateVAEBelongsToItsModel() throws {
+        let folder = try ModelsFolder()
+        defer { folder.remove() }
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("unet.gguf"))
+        try Data("GGUF\u{3}\0\0\0".utf8).write(to: folder.url.appendingPathComponent("unet.vae.gguf"))
+
+        let entries = folder.catalog.scan()
+        #expect(entries.map(\.id) == ["unet"])
+        #expect(entries.first?.vaePath == folder.url.appendingPathComponent("unet.vae.gguf").path)
+    }
+
+    @Test func checkpointsGetTheDefaultEngineAndLoadOptionsAreChecked() throws {
+        let models = try ModelsFolder()
+        defer { models.remove() }
+        try models.writeSafetensors("c.safetensors", tensors: ["model.diffusion_model.x", "cond_stage_model.transformer.y"])
+        let checkpoint = try #require(models.catalog.scan().first)
+        var folder = checkpoint
+        folder.format = .diffusers
+        #expect(checkpoint.defaultEngine(checkpointEngine: .stableDiffusionCpp) == .stableDiffusionCpp)
+        #expect(folder.defaultEngine(checkpointEngine: .stableDiffusionCpp) == .diffusers)
+        #expect(try LoadOptions(engine: .stableDiffusionCpp, weightType: "q8_0").checked(for: checkpoint).weightType == "q8_0")
+        #expect(throws: EaselError.self) { try LoadOptions(engine: .stableDiffusionCpp).checked(for: folder) }
+        #expect(throws: EaselError.self) { try LoadOptions(engine: .diffusers, weightType: "q4_0").checked(for: checkpoint) }
+        #expect(throws: EaselError.self) { try EngineKind.named("onnx", field: "engine") }
     }
 
     @Test func loraHasAProblem() throws {

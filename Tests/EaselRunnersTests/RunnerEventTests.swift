@@ -34,6 +34,18 @@ private func decode(_ json: String) throws -> RunnerEvent {
         guard case .hello(let hello) = event else { Issue.record("expected hello, got \(event)"); return }
         #expect(hello.deviceName == nil)
         #expect(hello.torchVersion == nil)
+        #expect(!hello.cancelEndsRunner)
+    }
+
+    @Test func helloOfAnEngineThatCannotStopSaysSo() throws {
+        let event = try decode(#"""
+            {"type": "hello", "protocol": 1, "runner_version": "0.1.0", "pid": 2, "engines": ["stable-diffusion.cpp"],
+             "device": "cpu", "device_name": "x86_64", "torch_version": null, "samplers": ["Euler"],
+             "weight_types": ["auto", "q8_0"], "cancel": "exit"}
+            """#)
+        guard case .hello(let hello) = event else { Issue.record("expected hello, got \(event)"); return }
+        #expect(hello.cancelEndsRunner)
+        #expect(hello.weightTypes == ["auto", "q8_0"])
     }
 
     @Test func loaded() throws {
@@ -51,6 +63,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
         #expect(loaded.loadSeconds == 0.84)
         #expect(loaded.loadCount == 1)
         #expect(loaded.memoryBytes == 734_003_200)
+        #expect(loaded.engine == nil)
     }
 
     @Test func progress() throws {
@@ -182,6 +195,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
         ("model_load_failed", .modelLoadFailed),
         ("unsupported_model", .unsupportedModel),
         ("engine_error", .engineError),
+        ("engine_unavailable", .engineUnavailable),
         ("busy", .runnerProtocolError),
         ("no_such_code", .runnerProtocolError),
     ])
@@ -194,6 +208,7 @@ private func decode(_ json: String) throws -> RunnerEvent {
     @Test func modelLoadFailedNamesTheModelField() {
         #expect(Runner.easelError(runnerCode: "model_load_failed", message: "corrupt").field == "model")
         #expect(Runner.easelError(runnerCode: "engine_error", message: "boom").field == nil)
+        #expect(Runner.easelError(runnerCode: "engine_unavailable", message: "install it").httpStatus == 503)
     }
 
     @Test func unknownCodeIsNamedInTheMessage() {

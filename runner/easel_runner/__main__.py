@@ -1,5 +1,7 @@
-"""`python -m easel_runner`: serves the runner protocol on stdin/stdout."""
+"""`python -m easel_runner [--engine diffusers|stable-diffusion.cpp]`: serves the runner
+protocol on stdin/stdout with one engine (one runner = one model = one engine)."""
 
+import argparse
 import os
 import sys
 import traceback
@@ -12,14 +14,19 @@ from .protocol import Connection
 def main():
     # Before the heavy imports, so that anything they print goes to stderr.
     connection = Connection.from_stdio()
-    from . import engine, messages, samplers
+    from . import messages
 
-    diffusers_engine = engine.DiffusersEngine()
+    engine_name = _arguments().engine
+    engine, description = _open_engine(engine_name)
 
     def handle(job):
         if job.message["type"] == "load":
-            return {"type": "loaded", "id": job.id, **diffusers_engine.load(messages.parse_load(job.message))}
-        request = messages.parse_generate(job.message, samplers.available(), samplers.SCHEDULERS)
+            request = messages.parse_load(job.message, description.get("weight_types", ("auto",)))
+            if request.engine != engine_name:
+                raise RunnerError("invalid_request", f"this runner serves {engine_name}, not {request.engine}: "
+                                                     f"start a runner with --engine {request.engine}")
+            return {"type": "loaded", "id": job.id, "engine": engine_name, **engine.load(request)}
+        request = messages.parse_generate(job.message, description["samplers"], description["schedulers"])
 
         def on_progress(step, total, previews=None):
             frame = {"type": "progress", "id": job.id, "step": step, "total": total}
@@ -29,11 +36,11 @@ def main():
                 frame["preview"] = previews[0]
             connection.send(frame)
 
-        images, seconds = diffusers_engine.generate(request, on_progress, job.cancelled)
+        images, seconds = engine.generate(request, on_progress, job.cancelled)
         return {"type": "result", "id": job.id, "engine_seconds": seconds, "images": images}
 
     connection.send({"type": "hello", "protocol": PROTOCOL_VERSION, "runner_version": __version__,
-                     "pid": os.getpid(), **engine.describe()})
+                     "pid": os.getpid(), **description})
     connection.start_reader()
     while True:
         job = connection.next_job()
@@ -50,6 +57,22 @@ def main():
             reply = {"type": "error", "id": job.id, "code": "engine_error", "message": f"{type(exc).__name__}: {exc}"}
         _log(_summary(reply))
         connection.complete(job, reply)
+
+
+def _arguments():
+    parser = argparse.ArgumentParser(prog="python -m easel_runner")
+    parser.add_argument("--engine", choices=["diffusers", "stable-diffusion.cpp"], default="diffusers")
+    return parser.parse_args()
+
+
+def _open_engine(name):
+    """The engine this runner serves and its part of `hello`. Only that engine's libraries
+    are imported: a stable-diffusion.cpp runner never pays for torch."""
+    if name == "stable-diffusion.cpp":
+        from . import sdcpp
+        return sdcpp.StableDiffusionCppEngine(), sdcpp.describe()
+    from . import engine
+    return engine.DiffusersEngine(), engine.describe()
 
 
 def _summary(reply):

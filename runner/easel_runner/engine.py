@@ -1,14 +1,12 @@
 """The diffusers engine: loads one Stable Diffusion 1.x/2.x/XL pipeline and generates with
 it: txt2img, img2img, inpainting and hires fix, with LoRAs."""
 
-import base64
 import gc
 import json
 import math
 import os
 import pathlib
 import platform
-import resource
 import sys
 import time
 import traceback
@@ -24,6 +22,7 @@ from safetensors import safe_open
 from . import imaging, inpainting, ldm, messages, preview, samplers
 from .errors import RunnerError
 from .loras import LoraCache
+from .resources import resident_bytes
 from .tokenizer import pipeline_tokenizers
 
 ARCHITECTURES = ("sd1", "sd2", "sdxl")
@@ -123,7 +122,7 @@ class DiffusersEngine:
                 generated = _generate(model, request, progress)
             finally:
                 model.loras.deactivate()
-            images = [_encoded(image, seed, request, infotext)
+            images = [imaging.encoded_result(image, seed, request, infotext)
                       for image, seed, infotext in zip(generated, request.seeds, request.infotexts)]
             if request.merged:
                 for image, member in zip(images, request.image_members):
@@ -288,6 +287,8 @@ def _dtype(requested, device):
 def _architecture(request):
     """The architecture the files are; unsupported ones end the load here."""
     declared = request.architecture
+    if request.format == "gguf":
+        raise RunnerError("unsupported_model", f"{request.path} is a GGUF file: the stable-diffusion.cpp engine serves it")
     if declared is not None and declared not in ARCHITECTURES:
         raise RunnerError("unsupported_model", f"architecture {declared!r} is not supported: {_SUPPORTED}")
     if request.format == "diffusers":
@@ -357,12 +358,6 @@ def _open_pipeline(request, architecture, dtype):
     return pipeline_class.from_single_file(request.path, config=config_dir, **options)
 
 
-def _encoded(image, seed, request, infotext):
-    data = imaging.encode(image, request.output_format, request.quality, infotext)
-    return {"seed": seed, "format": request.output_format, "width": image.width, "height": image.height,
-            "data": base64.b64encode(data).decode("ascii")}
-
-
 def _is_out_of_memory(exc):
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
         # The CPU allocator reports failure as a plain RuntimeError.
@@ -392,12 +387,7 @@ def _gpu_memory_bytes(device):
 
 
 def _memory_bytes(device):
-    try:
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        # No procfs (macOS): the peak resident set, which is bytes there.
-        resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    resident = resident_bytes()
     if device.type == "cuda":
         resident += torch.cuda.memory_allocated(device)
     return resident

@@ -38,6 +38,13 @@ def encode(image, output_format, quality, infotext):
 _INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
+def encoded_result(image, seed, request, infotext):
+    """Image `image` of a generation as the `result` frame carries it."""
+    data = encode(image, request.output_format, request.quality, infotext)
+    return {"seed": seed, "format": request.output_format, "width": image.width, "height": image.height,
+            "data": base64.b64encode(data).decode("ascii")}
+
+
 def decode_input(data, field):
     """The image that base64 string `data` of request field `field` holds (PNG, JPEG or
     WebP; a `data:` URL prefix is allowed); anything else is an `invalid_input`."""

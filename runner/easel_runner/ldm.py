@@ -1,13 +1,14 @@
 """The original (LDM/CompVis, and Stability's SGM for SDXL) single-file checkpoint layout.
 
-`detect_architecture` tells the model family from tensor names. `to_ldm` writes a
-diffusers pipeline's weights in that layout; diffusers only ships the opposite direction
-(diffusers.loaders.single_file_utils), and this is its inverse.
+`detect_architecture` (kept in .architectures) tells the model family from tensor names.
+`to_ldm` writes a diffusers pipeline's weights in that layout; diffusers only ships the
+opposite direction (diffusers.loaders.single_file_utils), and this is its inverse.
 """
 
 import torch
 
-UNET_PREFIX = "model.diffusion_model."
+from .architectures import UNET_PREFIX, detect_architecture  # noqa: F401 (part of this module's API)
+
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 # SDXL: CLIP ViT-L as in SD 1.x, and OpenCLIP bigG in OpenCLIP's own layout.
@@ -37,27 +38,6 @@ _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_la
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 _VAE_UNCHANGED = ("encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.", "decoder.conv_out.",
                   "quant_conv.", "post_quant_conv.")
-
-
-def detect_architecture(keys):
-    """'sd1', 'sd2', 'sdxl', 'sdxl_refiner', or None when the tensors are no Stable
-    Diffusion checkpoint."""
-    keys = list(keys)
-
-    def has(prefix):
-        return any(k.startswith(prefix) for k in keys)
-
-    if has("conditioner.embedders.1."):
-        return "sdxl"
-    if has("conditioner.embedders."):
-        return "sdxl_refiner"  # OpenCLIP bigG alone
-    if not has(UNET_PREFIX):
-        return None
-    if has("cond_stage_model.model."):
-        return "sd2"
-    if has("cond_stage_model.transformer."):
-        return "sd1"
-    return None
 
 
 def to_ldm(unet_state, unet_config, vae_state, vae_config, text_encoder_state, text_encoder_2_state=None):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from . import imaging
 from .errors import RunnerError, invalid_input
 
-FORMATS = ("diffusers", "single_file")
+ENGINES = ("diffusers", "stable-diffusion.cpp")
+FORMATS = ("diffusers", "single_file", "gguf")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -48,6 +49,12 @@ class Member:
     negative_prompt: str
     seeds: list
     infotexts: list
+    engine: str = "diffusers"
+    # stable-diffusion.cpp's load options: weight type ("auto" keeps the file's), a
+    # separate VAE file, and tiled VAE decoding (less memory for large images).
+    weight_type: str = "auto"
+    vae_path: str | None = None
+    vae_tiling: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ class Hires:
     denoising_strength: float
 
 
-def parse_load(message):
+def parse_load(message, weight_types=("auto",)):
     model = _field(message, "model", dict)
     return LoadRequest(
         model_id=_field(model, "id", str, where="model"),
@@ -149,6 +156,10 @@ def parse_load(message):
         dtype=_choice(message, "dtype", DTYPES, "auto"),
         threads=_integer(message, "threads", 0, 4096, 0),
         warm_up=_flag(message, "warm_up", True),
+        engine=_choice(message, "engine", ENGINES, "diffusers"),
+        weight_type=_choice(message, "weight_type", weight_types, "auto"),
+        vae_path=_field(model, "vae_path", (str, type(None)), None, where="model"),
+        vae_tiling=_flag(message, "vae_tiling"),
     )
 
 

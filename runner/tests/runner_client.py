@@ -27,10 +27,10 @@ def runner_env(extra_path=()):
 
 
 class Runner:
-    def __init__(self, log_path, extra_path=()):
+    def __init__(self, log_path, extra_path=(), arguments=()):
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "easel_runner"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "easel_runner", *arguments], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, env=runner_env(extra_path),
                                      cwd=log_path.parent)
         self._frames = queue.Queue()
@@ -93,8 +93,8 @@ class Runner:
         self._log.close()
 
 
-def start(log_path, extra_path=()):
-    runner = Runner(log_path, extra_path)
+def start(log_path, extra_path=(), arguments=()):
+    runner = Runner(log_path, extra_path, arguments)
     hello = runner.recv(STARTUP_TIMEOUT)
     assert hello["type"] == "hello", hello
     return runner, hello
