@@ -40,6 +40,12 @@ class LoadRequest:
     dtype: str
     threads: int
     warm_up: bool = True
+    engine: str = "diffusers"
+    # stable-diffusion.cpp's load options: weight type ("auto" keeps the file's), a
+    # separate VAE file, and tiled VAE decoding (less memory for large images).
+    weight_type: str = "auto"
+    vae_path: str | None = None
+    vae_tiling: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,6 @@ class Member:
     negative_prompt: str
     seeds: list
     infotexts: list
-    engine: str = "diffusers"
-    # stable-diffusion.cpp's load options: weight type ("auto" keeps the file's), a
-    # separate VAE file, and tiled VAE decoding (less memory for large images).
-    weight_type: str = "auto"
-    vae_path: str | None = None
-    vae_tiling: bool = False
 
 
 @dataclass(frozen=True)
