@@ -41,7 +41,7 @@ public enum EngineKind: String, Sendable, Codable, CaseIterable {
 
     /// The engine `.safetensors` and `.ckpt` checkpoints get when `--default-engine` is
     /// `auto`. On a 2-core x86 CPU, diffusers fp32 is faster per step than
-    /// stable-diffusion.cpp q8_0 (docs/benchmarks-engines.md), and on CUDA diffusers runs
+    /// stable-diffusion.cpp q8_0 (docs/benchmarks.md), and on CUDA diffusers runs
     /// float16 kernels, so diffusers is the default everywhere measured so far.
     public static let platformDefault = EngineKind.diffusers
 }
