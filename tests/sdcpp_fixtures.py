@@ -12,20 +12,15 @@ from safetensors import safe_open
 
 from easel_server import REPO, RUNNER_PYTHON
 
-NAME = "sd15-random"
-
-
-def fixture_cache():
-    configured = os.environ.get("EASEL_FIXTURE_CACHE")
-    return pathlib.Path(configured) if configured else pathlib.Path.home() / ".cache" / "easel" / "fixtures"
-
 
 def ensure_checkpoint():
     """(checkpoint .safetensors, its config folder), made by the runner's own tool when missing."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "runner"), HF_HUB_OFFLINE="1")
-    subprocess.run([str(RUNNER_PYTHON), "-m", "easel_runner.fullsize", "--cache", str(fixture_cache())],
-                   check=True, env=env, timeout=1800, stdout=subprocess.DEVNULL)
-    return fixture_cache() / f"{NAME}.safetensors", fixture_cache() / f"{NAME}.config"
+    made = subprocess.run([str(RUNNER_PYTHON), "-m", "easel_runner.fullsize"], check=True, env=env, timeout=1800,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The tool's last lines name the diffusers folder, the checkpoint and its config folder.
+    _, checkpoint, config_dir = made.stderr.splitlines()[-3:]
+    return pathlib.Path(checkpoint), pathlib.Path(config_dir)
 
 
 def ensure_gguf(checkpoint):
