@@ -33,7 +33,8 @@ def test_png_has_the_requested_size_and_parameters_chunk(server):
     assert body["parameters"] == {
         "model": "tiny", "prompt": "a lighthouse at dusk", "negative_prompt": "fog", "width": 64, "height": 96,
         "steps": 3, "cfg_scale": 6.5, "sampler": "Euler", "seed": 1234, "seeds": [1234], "batch_size": 1,
-        "output_format": "png", "quality": 90, "scheduler": "automatic", "loras": [], "inpainting": False}
+        "output_format": "png", "quality": 90, "scheduler": "automatic", "loras": [], "inpainting": False,
+        "engine": "diffusers"}
     timings = body["timings"]
     assert 0 < timings["engine_seconds"] <= timings["total_seconds"]
 
